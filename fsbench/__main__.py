@@ -1,0 +1,5 @@
+import sys
+
+from fsbench.cli import main
+
+sys.exit(main())

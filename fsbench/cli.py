@@ -1,0 +1,162 @@
+"""The `fsbench` command line: thin parsing into typed configs, one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fsbench.config import DATASETS, EVAL_SPLITS, HT_FILL_RULES, PRESETS, RunConfig, load_config_file, parse_set
+from fsbench.errors import DivergenceError, FsbenchError, PluginError
+
+EXAMPLES = """\
+examples:
+  fsbench run --method mtl_ht                       built-in synthetic data, a few CPU minutes
+  fsbench run --method protonet --dataset miniimagenet --data-root DIR --shot 5 --eval-split val
+  fsbench run --method maml --dataset fc100 --data-root DIR/cifar-100-python --shot 5
+  fsbench methods                                   methods, their plugin and presets
+  fsbench report results/ --ablation                the paper's tables, mean +- 95% CI
+  fsbench compare results/reference results/new     non-zero exit on a regression
+"""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    return value
+
+
+def add_run_arguments(p: argparse.ArgumentParser, method_required: bool = True) -> None:
+    p.add_argument("--method", required=method_required, help="method name (see `fsbench methods`)")
+    p.add_argument("--dataset", default="synthetic", choices=DATASETS,
+                   help="dataset (default: synthetic, built in; real datasets need --data-root)")
+    p.add_argument("--data-root", type=Path, help="dataset directory (miniImageNet folders/CSV, or cifar-100-python)")
+    p.add_argument("--backbone", help="backbone: conv4, conv4_32, resnet12, resnet12_mtl, resnet12_tiny or any timm model (default: the preset's)")
+    p.add_argument("--way", type=_positive, default=5, help="classes per episode (default 5)")
+    p.add_argument("--shot", type=_positive, default=1, help="support images per class (default 1)")
+    p.add_argument("--query", type=_positive, default=15, help="query images per class (default 15)")
+    p.add_argument("--episodes", type=_positive, default=600, help="test episodes (default 600)")
+    p.add_argument("--seed", type=_positive, default=0, help="seed of training and of the test episodes (default 0)")
+    p.add_argument("--preset", choices=PRESETS,
+                   help="paper (the paper's protocol), quick (~15 CPU minutes on miniImageNet) or smoke "
+                        "(under a minute); default: paper on real data, quick on synthetic")
+    p.add_argument("--eval-split", default="test", choices=EVAL_SPLITS,
+                   help="split the test episodes come from (default test; use val while developing)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--output", type=Path, default=Path("results"), help="output root (default results/)")
+    p.add_argument("--cache-dir", type=Path, help="decoded datasets and pre-trained backbones (default $FSBENCH_CACHE or ~/.cache/fsbench)")
+    ht = p.add_argument_group("hard-task meta-batch (any episodic method)")
+    ht.add_argument("--hard-tasks", action=argparse.BooleanOptionalAction, default=None,
+                    help="train on hard-task meta-batches (default: on for *_ht methods)")
+    ht.add_argument("--ht-every", type=_positive, help="compose a hard meta-batch every N meta-batches (default 1)")
+    ht.add_argument("--ht-count", type=_positive, help="hard tasks per hard meta-batch (default: the meta-batch size)")
+    ht.add_argument("--ht-fill", choices=HT_FILL_RULES,
+                    help="how to complete a hard task with fewer failure classes than --way (default confused)")
+    p.add_argument("--config", type=Path, help="TOML/JSON file of overrides: [hparams], [episodic], [pretrain] tables")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override one setting, e.g. --set episodic.iterations=200 (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="resume an interrupted run (re-running the same command does too); show a finished one")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    overrides: dict = {}
+    if args.config is not None:
+        overrides.update(load_config_file(args.config))
+    for section, values in parse_set(args.set).items():
+        overrides.setdefault(section, {}).update(values)
+    return RunConfig(
+        method=args.method, dataset=args.dataset, data_root=args.data_root, backbone=args.backbone,
+        way=args.way, shot=args.shot, query=args.query, episodes=args.episodes, seed=args.seed,
+        preset=args.preset, eval_split=args.eval_split, device=args.device, output=args.output,
+        hard_tasks=args.hard_tasks, ht_every=args.ht_every, ht_count=args.ht_count,
+        ht_fill=args.ht_fill, resume=args.resume, cache_dir=args.cache_dir, overrides=overrides,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fsbench.runner import run
+    from fsbench.summary import print_summary
+
+    if getattr(args, "suite", None):
+        from fsbench.suite import run_suite
+
+        return run_suite(args)
+    if args.method is None:
+        raise FsbenchError("--method is required (or --suite ci); see `fsbench methods`")
+    result = run(run_config(args), show_progress=not args.quiet)
+    print_summary([result.summary], result.run_dir)
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fsbench.plugins import default_registry
+
+    registry = default_registry()
+    table = Table(title="fsbench methods")
+    for col in ("method", "description", "plugin (origin)", "presets", "backbone (paper)", "hard tasks"):
+        table.add_column(col)
+    for name, rec in sorted(registry.methods.items()):
+        paper = rec.presets.get("paper")
+        table.add_row(name, rec.description, f"{rec.plugin} ({rec.origin})", ", ".join(rec.presets),
+                      paper.backbone if paper else "-", "on" if rec.hard_tasks else "option" if rec.episodic else "-")
+    out = Console()
+    out.print(table)
+    for problem in registry.problems:
+        out.print(f"[yellow]warning:[/] {problem}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from fsbench.engine.pretrain import pretrain_command
+
+    return pretrain_command(run_config(args), show_progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fsbench", description="Benchmark few-shot image classification methods on seeded episodes.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p_run = sub.add_parser("run", help="train (if needed) and evaluate one method", epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p_run, method_required=False)
+    p_run.add_argument("--suite", choices=["ci"], help="run a named suite instead of one method (ci: every method, smoke preset, synthetic data)")
+    p_run.add_argument("--plots", type=Path, metavar="DIR", help="also write validation-curve plots to DIR")
+    p_run.set_defaults(func=cmd_run)
+    p_pre = sub.add_parser("pretrain", help="pre-train (and cache) the backbone a method needs, alone")
+    add_run_arguments(p_pre)
+    p_pre.set_defaults(func=cmd_pretrain)
+    p_methods = sub.add_parser("methods", help="list the methods with their plugin and presets")
+    p_methods.set_defaults(func=cmd_methods)
+    from fsbench.compare import add_compare_parser
+    from fsbench.report import add_report_parser
+
+    add_report_parser(sub)
+    add_compare_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (FsbenchError, PluginError, DivergenceError) as exc:
+        print(f"fsbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fsbench: interrupted; re-run the same command (or add --resume) to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Typed configuration: the run config, training schedules and presets.
+
+A method's record (see :mod:`fsbench.hookspecs`) gives one :class:`MethodPreset` per preset name:
+``paper`` (the paper's protocol and hyperparameters), ``quick`` (a whole run on real
+miniImageNet in about 15 minutes on 2 CPU cores) and ``smoke`` (under a minute, for tests).
+Values a user overrides come from the command line or a ``--config`` file and are checked
+against the dataclass field types before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from fsbench.errors import ConfigError
+
+PRESETS = ("paper", "quick", "smoke")
+DATASETS = ("synthetic", "miniimagenet", "fc100")
+EVAL_SPLITS = ("test", "val")
+HT_FILL_RULES = ("confused", "random")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Many-shot supervised pre-training of the backbone on all train classes."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # "cosine" or "step" (x0.1 at 50% and 75% of the epochs)
+    images_per_epoch: int | None = None  # None: the whole train split each epoch
+    val_episodes: int = 200  # fixed val episodes for the nearest-centroid probe
+    augment: bool = True  # random-resized-crop + horizontal flip, batched on the device
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class EpisodicConfig:
+    """The core's meta-training loop: ``iterations`` meta-batches of ``meta_batch`` tasks."""
+
+    iterations: int = 10_000
+    meta_batch: int = 4
+    train_query: int = 15  # queries per class in training tasks
+    val_every: int = 500
+    val_episodes: int = 600
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class HardTaskConfig:
+    """The hard-task (HT) meta-batch of MTL (Sun et al., CVPR 2019, Algorithm 1).
+
+    After each ``every`` meta-batches, the failure class of each task seen since the last hard
+    batch (the class with the lowest query accuracy) is recorded; ``count`` hard tasks are then
+    composed from those classes with freshly drawn images and trained on as an extra meta-batch,
+    and the failure set is emptied. When there are fewer distinct failure classes than ``way``,
+    ``fill`` completes each hard task: ``confused`` adds the classes the failure classes were
+    most often mistaken for (then random ones), ``random`` adds random train classes.
+    """
+
+    enabled: bool = False
+    every: int = 1
+    count: int | None = None  # None: as many hard tasks as the meta-batch has tasks
+    fill: str = "confused"
+
+
+@dataclass(frozen=True)
+class MethodPreset:
+    """Everything a preset fixes for one method: backbone, schedules, method hyperparameters."""
+
+    backbone: str
+    hparams: Any  # the method's own frozen dataclass
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    episodic: EpisodicConfig | None = None  # None: the method does no episodic training
+    pretrain: PretrainConfig | None = None  # None: the method needs no pre-trained backbone
+    eval_batch: int = 50  # test episodes processed together
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One `fsbench run`: which method on which data, and how it is evaluated."""
+
+    method: str
+    dataset: str = "synthetic"
+    data_root: Path | None = None
+    backbone: str | None = None  # None: the preset's backbone
+    way: int = 5
+    shot: int = 1
+    query: int = 15
+    episodes: int = 600
+    seed: int = 0
+    preset: str | None = None  # None: "paper" on real datasets, "quick" on synthetic
+    eval_split: str = "test"
+    device: str = "auto"
+    output: Path = Path("results")
+    hard_tasks: bool | None = None  # None: the method's default (on for *_ht methods)
+    ht_every: int | None = None
+    ht_count: int | None = None
+    ht_fill: str | None = None
+    resume: bool = False
+    cache_dir: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # from --config / --set
+
+    def resolved_preset(self) -> str:
+        if self.preset is not None:
+            return self.preset
+        return "quick" if self.dataset == "synthetic" else "paper"
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        if self.eval_split not in EVAL_SPLITS:
+            raise ConfigError(f"--eval-split must be test or val, got {self.eval_split!r}")
+        if self.dataset != "synthetic" and self.data_root is None:
+            raise ConfigError(f"--data-root is required for dataset {self.dataset!r}")
+        if self.episodes < 1:
+            raise ConfigError(f"--episodes must be at least 1, got {self.episodes}")
+        if self.ht_fill is not None and self.ht_fill not in HT_FILL_RULES:
+            raise ConfigError(f"--ht-fill must be one of {', '.join(HT_FILL_RULES)}, got {self.ht_fill!r}")
+        for name in ("ht_every", "ht_count"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides: `--set section.field=value` and `--config file.{toml,json}`, checked against types.
+
+OVERRIDE_SECTIONS = ("hparams", "episodic", "pretrain")
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or JSON file of overrides: ``{"hparams": {...}, "episodic": {...}, ...}``."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'toml'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table of sections")
+    return data
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["hparams.lr=0.01", "episodic.iterations=200"]`` -> nested dict (values parsed as JSON)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--set expects section.field=value, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def _check_type(value: Any, annotation: Any) -> bool:
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (tuple, list):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def apply_overrides(obj: Any, values: dict[str, Any], where: str) -> Any:
+    """A copy of dataclass ``obj`` with ``values`` applied, each checked against its field type."""
+    if not dataclasses.is_dataclass(obj):
+        raise ConfigError(f"{where} has no settings to override")
+    hints = typing.get_type_hints(type(obj))
+    known = {f.name for f in fields(obj)}
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"unknown setting {where}.{name}; valid: {', '.join(sorted(known))}")
+        if not _check_type(value, hints[name]):
+            raise ConfigError(
+                f"{where}.{name} must be {_type_name(hints[name])}, got {value!r} ({type(value).__name__})"
+            )
+        if isinstance(value, list) and typing.get_origin(hints[name]) is tuple:
+            values = {**values, name: tuple(value)}
+    if isinstance(obj, HardTaskConfig) and values.get("fill", obj.fill) not in HT_FILL_RULES:
+        raise ConfigError(f"{where}.fill must be one of {', '.join(HT_FILL_RULES)}")
+    return replace(obj, **values)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def resolve_preset(preset: MethodPreset, overrides: dict[str, Any]) -> MethodPreset:
+    """Apply ``{"hparams": {...}, "episodic": {...}, "pretrain": {...}}`` to a preset."""
+    unknown = set(overrides) - set(OVERRIDE_SECTIONS)
+    if unknown:
+        raise ConfigError(
+            f"unknown config section(s) {', '.join(sorted(unknown))}; valid: {', '.join(OVERRIDE_SECTIONS)}"
+        )
+    changes: dict[str, Any] = {}
+    for section in OVERRIDE_SECTIONS:
+        values = overrides.get(section)
+        if not values:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section {section!r} must be a table of settings")
+        current = getattr(preset, section)
+        if current is None:
+            raise ConfigError(f"this method has no {section} settings to override")
+        changes[section] = apply_overrides(current, values, section)
+    return replace(preset, **changes)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, paths and tuples as plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,26 @@
+"""Small batched building blocks shared by the core and the plugins."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def prototypes(features: torch.Tensor, labels: torch.Tensor, way: int) -> torch.Tensor:
+    """Class means [T, way, D] of support features [T, S, D] with labels [T, S] in 0..way-1."""
+    onehot = F.one_hot(labels, way).to(features.dtype)  # [T, S, way]
+    sums = torch.einsum("tsw,tsd->twd", onehot, features)
+    return sums / onehot.sum(1).clamp_min(1).unsqueeze(-1)
+
+
+def neg_sq_euclidean(query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+    """Logits [T, Q, way] = -||q - p||^2, computed as a batched matrix product."""
+    q2 = query.pow(2).sum(-1, keepdim=True)  # [T, Q, 1]
+    p2 = protos.pow(2).sum(-1).unsqueeze(1)  # [T, 1, way]
+    return -(q2 - 2 * query @ protos.transpose(1, 2) + p2)
+
+
+def nearest_centroid_logits(
+    support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, way: int
+) -> torch.Tensor:
+    return neg_sq_euclidean(query, prototypes(support, support_y, way))

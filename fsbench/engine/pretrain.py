@@ -1,0 +1,441 @@
+"""Many-shot supervised pre-training of a backbone, shared by every method that needs one.
+
+The "pre-training" phase of Meta-Transfer Learning (Sun, Liu, Chua, Schiele, CVPR 2019, Sec. 4.1)
+and of its "finetune on pre-trained model" baseline: the backbone plus a linear head over *all*
+train classes (64-way on miniImageNet, 60-way on FC100) is trained by ordinary softmax
+classification with SGD (Nesterov momentum, weight decay, cosine or step schedule, optional
+label smoothing) and random-resized-crop + flip augmentation. After every epoch the backbone's
+features are probed on a fixed set of val episodes with a nearest-centroid classifier, and the
+epoch with the best probe accuracy is the one kept. The head is thrown away: the result is the
+backbone's ``state_dict`` as built by ``create_backbone(name, **kwargs)`` (no classifier).
+
+Everything that is random flows from generators seeded by ``(seed, epoch, batch)`` (the epoch's
+image order, each batch's crops and flips) and the weights are initialised under a seed derived
+from the cache key, so a run is a pure function of its inputs: an interrupted pre-training
+resumes from its per-epoch checkpoint and ends with the same weights, bit for bit on the CPU, as
+an uninterrupted one.
+
+Cache: one finished file per (dataset, backbone, backbone kwargs, preset, seed, PretrainConfig,
+probe), under ``cache_dir``; a second method or run that needs the same backbone loads it
+instead of training again (and says so). A ``filelock`` keeps two processes from training the
+same backbone at once: the second waits for the first, then reuses its result. To retrain,
+delete the file the message names.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import filelock
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fsbench.backbones import create_backbone, feature_dim
+from fsbench.config import MethodPreset, PretrainConfig, RunConfig, to_jsonable
+from fsbench.data.base import FewShotDataset, Normalizer, Split
+from fsbench.episodes import EpisodeSampler, EpisodeSpec, derive_seed
+from fsbench.errors import ConfigError, DivergenceError
+from fsbench.method import Method, MethodContext
+from fsbench.progress import bar, console
+from fsbench.results import atomic_torch_save, atomic_write_json, safe_torch_load
+from fsbench.stats import mean_ci95
+
+from .augment import CropFlip, random_resized_crop_flip
+from .evaluate import evaluate_episodes
+from .functional import nearest_centroid_logits
+
+__all__ = [
+    "PRETRAIN_BACKBONES",
+    "PRETRAIN_PRESETS",
+    "PretrainResult",
+    "cache_key",
+    "ensure_pretrained",
+    "pretrain_command",
+    "probe_spec",
+]
+
+SCHEDULES = ("cosine", "step")
+PROBE_SHOT = 1
+PROBE_QUERY = 15
+
+#: The pre-training schedule of each preset, shared by every method that needs a pre-trained
+#: backbone (finetune, MTL): methods import these so that they hit the same cache entry.
+#:
+#: * ``paper``: the MTL paper's pre-training (official PyTorch code: SGD lr 0.1, momentum 0.9,
+#:   weight decay 5e-4, batch 128, 100 epochs, step decay), on its ResNet-12.
+#: * ``quick``: about 10 minutes on 2 CPU cores on real miniImageNet (84x84) with a Conv-4:
+#:   a few capped epochs and a small val probe.
+#: * ``smoke``: seconds on the synthetic data.
+PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
+    "paper": PretrainConfig(
+        epochs=100, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
+        schedule="step", val_episodes=600,
+    ),
+    "quick": PretrainConfig(
+        epochs=6, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4,
+        schedule="cosine", images_per_epoch=6400, val_episodes=100,
+    ),
+    "smoke": PretrainConfig(
+        epochs=3, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4,
+        schedule="cosine", images_per_epoch=256, val_episodes=20,
+    ),
+}
+
+#: The backbone (timm name, kwargs) pre-trained under each preset.
+PRETRAIN_BACKBONES: dict[str, tuple[str, dict[str, Any]]] = {
+    "paper": ("resnet12_mtl", {}),
+    "quick": ("conv4", {}),
+    "smoke": ("conv4", {"width": 16}),
+}
+
+
+@dataclass
+class PretrainResult:
+    """A pre-trained backbone.
+
+    ``state``: the backbone's ``state_dict`` without classifier (CPU tensors), from the epoch
+    with the best val-probe accuracy; ``seconds``: training time spent for it, over all
+    (resumed) sessions, 0 when it came from the cache; ``history``: one row per epoch;
+    ``path``: the cache file; ``cached``: True when nothing was trained now.
+    """
+
+    state: dict[str, torch.Tensor]
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    path: Path = Path()
+    cached: bool = False
+    best_accuracy: float = float("nan")
+    best_epoch: int = 0
+
+
+def probe_spec(spec: EpisodeSpec, val: Split) -> EpisodeSpec:
+    """The val-probe episodes: the run's ``way``, 1 shot, 15 queries (fewer if a class is small).
+
+    The probe does not depend on the run's shot or query count, so 1-shot and 5-shot runs of a
+    method share one pre-trained backbone.
+    """
+    query = max(1, min(PROBE_QUERY, val.min_class_size - PROBE_SHOT))
+    return EpisodeSpec(spec.way, PROBE_SHOT, query)
+
+
+def cache_key(
+    dataset: FewShotDataset,
+    backbone: str,
+    backbone_kwargs: dict[str, Any],
+    cfg: PretrainConfig,
+    preset: str,
+    seed: int,
+    probe: EpisodeSpec,
+) -> str:
+    """File stem naming one pre-trained backbone: readable parts plus a hash of all inputs."""
+    train = dataset.split("train")
+    ident = {
+        "dataset": dataset.name,
+        "train_images": len(train),
+        "train_classes": train.num_classes,
+        "image_shape": list(train.image_shape),
+        "backbone": backbone,
+        "backbone_kwargs": to_jsonable(backbone_kwargs),
+        "preset": preset,
+        "seed": seed,
+        "pretrain": to_jsonable(cfg),
+        "probe": to_jsonable(probe),
+    }
+    digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
+    safe_backbone = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone)
+    return f"{dataset.name}_{safe_backbone}_{preset}_s{seed}_{digest}"
+
+
+def _check(cfg: PretrainConfig) -> None:
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(f"pretrain.schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+    for name in ("epochs", "batch_size", "val_episodes"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"pretrain.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.images_per_epoch is not None and cfg.images_per_epoch < 1:
+        raise ConfigError(f"pretrain.images_per_epoch must be at least 1 or null, got {cfg.images_per_epoch}")
+    if not cfg.lr > 0:
+        raise ConfigError(f"pretrain.lr must be positive, got {cfg.lr}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ConfigError(f"pretrain.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+
+
+def _lr_factor(cfg: PretrainConfig, total_steps: int):
+    """Multiplier of the base lr after ``step`` optimizer steps (cosine to 0, or x0.1 at 50%/75%)."""
+
+    def factor(step: int) -> float:
+        if cfg.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        return 0.1 ** ((step >= 0.5 * total_steps) + (step >= 0.75 * total_steps))
+
+    return factor
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+class _Probe(Method):
+    """A nearest-centroid classifier on the backbone's features: the val probe."""
+
+    frozen_at_test = True
+
+    def __init__(self, ctx: MethodContext, backbone: nn.Module) -> None:
+        super().__init__(ctx)
+        self.backbone = backbone
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        with self.ctx.autocast():
+            return self.backbone(images).float()
+
+    def classify(self, support, support_y, query, way):
+        return nearest_centroid_logits(support, support_y, query, way)
+
+
+@dataclass
+class _Setup:
+    """Everything one pre-training needs, resolved once."""
+
+    dataset: FewShotDataset
+    backbone: str
+    backbone_kwargs: dict[str, Any]
+    cfg: PretrainConfig
+    preset: str
+    seed: int
+    device: torch.device
+    key: str
+    probe: EpisodeSpec
+
+
+def ensure_pretrained(
+    dataset: FewShotDataset,
+    backbone: str,
+    backbone_kwargs: dict[str, Any],
+    cfg: PretrainConfig,
+    preset: str,
+    seed: int,
+    device: torch.device,
+    cache_dir: Path,
+    spec: EpisodeSpec,
+    show_progress: bool = True,
+    resume: bool = True,
+) -> PretrainResult:
+    """The pre-trained backbone for these settings: from the cache, or trained now and cached.
+
+    ``spec`` gives the way of the val-probe episodes (see :func:`probe_spec`). With ``resume``
+    (the default) an interrupted pre-training continues from its per-epoch checkpoint;
+    ``resume=False`` discards such a checkpoint and starts over. A finished file is always
+    reused (delete it to retrain).
+
+    Raises:
+        DivergenceError: the training loss became non-finite.
+        ConfigError: invalid ``cfg``.
+    """
+    _check(cfg)
+    device = torch.device(device)
+    val = dataset.split("val")
+    probe = probe_spec(spec, val)
+    probe.check(val, "val")
+    key = cache_key(dataset, backbone, backbone_kwargs, cfg, preset, seed, probe)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    final = cache_dir / f"{key}.pt"
+    if final.exists():
+        return _load_cached(final)
+    lock = filelock.FileLock(str(cache_dir / f"{key}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        console.print(f"[yellow]waiting[/] for another process pre-training the same backbone ({final})")
+        lock.acquire()
+    try:
+        if final.exists():  # trained by the process we waited for
+            return _load_cached(final)
+        setup = _Setup(dataset, backbone, dict(backbone_kwargs), cfg, preset, seed, device, key, probe)
+        return _train(setup, final, cache_dir / f"{key}.ckpt.pt", show_progress, resume)
+    finally:
+        lock.release()
+
+
+def _load_cached(path: Path) -> PretrainResult:
+    saved = safe_torch_load(path)
+    meta = saved.get("meta", {})
+    console.print(
+        f"[green]reusing pre-trained backbone[/] {meta.get('backbone', '?')} "
+        f"(preset {meta.get('preset', '?')}, seed {meta.get('seed', '?')}, best val probe "
+        f"{saved['best_accuracy']:.1f}% at epoch {saved['best_epoch']}): {path}"
+    )
+    return PretrainResult(
+        state=saved["state"], seconds=0.0, history=list(saved["history"]), path=path, cached=True,
+        best_accuracy=float(saved["best_accuracy"]), best_epoch=int(saved["best_epoch"]),
+    )
+
+
+def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume: bool) -> PretrainResult:
+    cfg, device = s.cfg, s.device
+    train, val = s.dataset.split("train"), s.dataset.split("val")
+    normalize = Normalizer(s.dataset.mean, s.dataset.std, device)
+    with torch.random.fork_rng(devices=[]):  # a seeded initialisation, global RNG untouched
+        torch.manual_seed(derive_seed("pretrain-init", s.key))
+        model = create_backbone(s.backbone, **s.backbone_kwargs)
+        head = nn.Linear(feature_dim(model), train.num_classes)
+    channels_last = device.type == "cuda"
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    head.to(device)
+    params = list(model.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        nesterov=cfg.momentum > 0,
+    )
+    per_epoch = min(cfg.images_per_epoch or len(train), len(train))
+    steps_per_epoch = max(1, per_epoch // cfg.batch_size)
+    batch_size = min(cfg.batch_size, per_epoch)
+    total_steps = cfg.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg, total_steps))
+
+    ctx = MethodContext(
+        preset=MethodPreset(backbone=s.backbone, hparams=None, backbone_kwargs=s.backbone_kwargs,
+                            pretrain=cfg),
+        backbone=s.backbone, backbone_kwargs=s.backbone_kwargs, num_train_classes=train.num_classes,
+        image_shape=train.image_shape, device=device, seed=s.seed, way=s.probe.way, shot=s.probe.shot,
+    )
+    probe = _Probe(ctx, model)
+    val_episodes = EpisodeSampler(val, s.probe, s.seed, s.dataset.name, stream="pretrain-val").batch(
+        range(cfg.val_episodes)
+    )
+    crop = CropFlip()
+
+    start, seconds = 0, 0.0
+    best_state = _cpu_state(model)
+    best_accuracy, best_epoch = -math.inf, 0
+    history: list[dict[str, Any]] = []
+    if checkpoint.exists():
+        state = safe_torch_load(checkpoint) if resume else None
+        if state is not None and state.get("key") == s.key:
+            model.load_state_dict(state["backbone"])
+            head.load_state_dict(state["head"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start, seconds = int(state["epoch"]), float(state["seconds"])
+            best_state = state["best"]
+            best_accuracy, best_epoch = float(state["best_accuracy"]), int(state["best_epoch"])
+            history = list(state["history"])
+            console.print(f"[yellow]resuming pre-training[/] after epoch {start}/{cfg.epochs}: {checkpoint}")
+        else:
+            checkpoint.unlink()
+
+    console.print(
+        f"pre-training {s.backbone} on {s.dataset.name} ({train.num_classes}-way, "
+        f"{steps_per_epoch} batches of {batch_size} per epoch, {cfg.epochs} epochs) -> {final}"
+    )
+    began = time.perf_counter() - seconds
+    with bar("pre-train", total_steps, show_progress, completed=start * steps_per_epoch) as progress:
+        for epoch in range(start, cfg.epochs):
+            model.train()
+            head.train()
+            order_gen = torch.Generator().manual_seed(derive_seed("pretrain-order", s.seed, epoch))
+            order = torch.randperm(len(train), generator=order_gen)[:per_epoch]
+            running = torch.zeros((), device=device)
+            for b in range(steps_per_epoch):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                x = normalize(train.images[idx])
+                if cfg.augment:
+                    aug_gen = torch.Generator().manual_seed(derive_seed("pretrain-augment", s.seed, epoch, b))
+                    x = random_resized_crop_flip(x, aug_gen, crop)
+                y = train.labels[idx].to(device, non_blocking=True)
+                with ctx.autocast():
+                    logits = head(model(x))
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                running += loss.detach()
+                progress.advance()
+            mean_loss = float(running) / steps_per_epoch
+            if not math.isfinite(mean_loss):
+                raise DivergenceError(
+                    f"pre-training of {s.backbone} diverged in epoch {epoch + 1}: the loss is not "
+                    f"finite (lower the learning rate, e.g. --set pretrain.lr={cfg.lr / 10:g})"
+                )
+            accs = evaluate_episodes(probe, val, val_episodes, normalize)
+            acc, ci = mean_ci95(accs.numpy() * 100)
+            seconds = time.perf_counter() - began
+            history.append({
+                "phase": "pretrain", "step": epoch + 1, "val_accuracy": acc, "val_ci95": ci,
+                "loss": mean_loss, "seconds": seconds,
+            })
+            if acc > best_accuracy:
+                best_accuracy, best_epoch = acc, epoch + 1
+                best_state = _cpu_state(model)
+            progress.note(
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {mean_loss:.3f}  val {acc:.1f}±{ci:.1f}%  "
+                f"best {best_accuracy:.1f}%"
+            )
+            atomic_torch_save({
+                "key": s.key, "epoch": epoch + 1, "backbone": _cpu_state(model),
+                "head": _cpu_state(head), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "best": best_state,
+                "best_accuracy": best_accuracy, "best_epoch": best_epoch, "history": history,
+                "seconds": seconds,
+            }, checkpoint)
+    meta = {
+        "dataset": s.dataset.name, "backbone": s.backbone, "backbone_kwargs": to_jsonable(s.backbone_kwargs),
+        "preset": s.preset, "seed": s.seed, "pretrain": to_jsonable(cfg), "probe": to_jsonable(s.probe),
+        "device": str(device),
+    }
+    atomic_torch_save({
+        "key": s.key, "state": best_state, "history": history, "best_accuracy": best_accuracy,
+        "best_epoch": best_epoch, "seconds": seconds, "meta": meta,
+    }, final)
+    atomic_write_json(final.with_suffix(".json"), {
+        **meta, "best_accuracy": best_accuracy, "best_epoch": best_epoch, "seconds": seconds,
+        "history": history,
+    })
+    checkpoint.unlink(missing_ok=True)
+    console.print(
+        f"[green]pre-trained[/] {s.backbone}: best val probe {best_accuracy:.1f}% at epoch "
+        f"{best_epoch}/{cfg.epochs} ({seconds:.0f} s), saved to {final}"
+    )
+    return PretrainResult(
+        state=copy.deepcopy(best_state), seconds=seconds, history=history, path=final,
+        cached=False, best_accuracy=best_accuracy, best_epoch=best_epoch,
+    )
+
+
+def pretrain_command(cfg: RunConfig, show_progress: bool) -> int:
+    """``fsbench pretrain``: pre-train and cache the backbone that ``cfg.method`` needs."""
+    from fsbench.data import load_dataset
+    from fsbench.runner import Run
+
+    from fsbench.plugins import default_registry
+
+    run = Run(cfg, show_progress)
+    if run.preset.pretrain is None:
+        needing = sorted(n for n, r in default_registry().methods.items() if r.needs_pretrain)
+        raise ConfigError(
+            f"method {cfg.method!r} (preset {run.preset_name!r}) needs no pre-trained backbone; "
+            f"methods that do: {', '.join(needing) or 'none installed'}"
+        )
+    dataset = load_dataset(cfg.dataset, cfg.data_root, run.cache_dir / "datasets", show_progress)
+    spec = EpisodeSpec(cfg.way, cfg.shot, cfg.query)
+    result = ensure_pretrained(
+        dataset, run.preset.backbone, run.preset.backbone_kwargs, run.preset.pretrain,
+        run.preset_name, cfg.seed, run.device, run.cache_dir / "pretrained", spec,
+        show_progress=show_progress, resume=True,
+    )
+    console.print(
+        f"pre-trained weights for {cfg.method!r} ({run.preset.backbone}, preset {run.preset_name}, "
+        f"best val probe {result.best_accuracy:.1f}%):"
+    )
+    print(result.path)
+    return 0

@@ -1,0 +1,57 @@
+"""Hook specifications for fsbench plugins (pluggy).
+
+A plugin is a module (or object) registered through the ``fsbench`` entry-point group::
+
+    [project.entry-points.fsbench]
+    mymethod = "my_package.fsbench_plugin"
+
+that implements :func:`fsbench_methods` with ``@fsbench.hookimpl``. fsbench's own methods
+(``plugins/``) are registered exactly this way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from fsbench.config import MethodPreset
+    from fsbench.method import Method
+
+PROJECT = "fsbench"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@dataclass(frozen=True)
+class MethodRecord:
+    """A method a plugin offers.
+
+    ``presets`` maps each preset name (``paper``, ``quick``, ``smoke``) to its defaults.
+    ``hard_tasks`` turns the hard-task meta-batch on by default (``mtl_ht``, ``maml_ht``).
+    ``plugin`` is filled in by the plugin manager: the entry point that registered it.
+    """
+
+    name: str
+    cls: type[Method]
+    description: str
+    presets: dict[str, MethodPreset]
+    hard_tasks: bool = False
+    plugin: str = field(default="", compare=False)
+    origin: str = field(default="", compare=False)  # the distribution that provides it
+
+    @property
+    def episodic(self) -> bool:
+        return any(p.episodic is not None for p in self.presets.values())
+
+    @property
+    def needs_pretrain(self) -> bool:
+        return any(p.pretrain is not None for p in self.presets.values())
+
+
+@hookspec
+def fsbench_methods() -> list[MethodRecord]:
+    """Return the methods this plugin provides (one record per method name)."""
+    raise NotImplementedError

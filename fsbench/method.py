@@ -1,0 +1,125 @@
+"""The one interface every few-shot method implements.
+
+The core owns the loops: it samples tasks, gathers and normalises their images, runs the
+episodic meta-training loop (with its meta-batch strategy, e.g. hard tasks), selects the model on
+val episodes, checkpoints, and evaluates. A method only says what is specific to it:
+
+* ``meta_train_step(batch)``: one outer update on a meta-batch of tasks (episodic methods);
+* at test time either ``embed`` + ``classify`` (backbone frozen at test: the core computes
+  each test image's features once and builds every episode from them), or
+  ``adapt_and_predict`` (methods that adapt the backbone per episode, e.g. MAML).
+
+All tensors carry a leading task dimension ``T``: tasks are processed batched.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from fsbench.config import MethodPreset
+
+
+@dataclass
+class MethodContext:
+    """What the core hands a method when it builds it."""
+
+    preset: MethodPreset  # resolved: backbone, schedules, the method's hparams
+    backbone: str
+    backbone_kwargs: dict[str, Any]
+    num_train_classes: int
+    image_shape: tuple[int, int, int]
+    device: torch.device
+    seed: int
+    way: int
+    shot: int
+    pretrained: dict[str, torch.Tensor] | None = None  # pre-trained backbone weights, if any
+
+    @property
+    def hparams(self) -> Any:
+        return self.preset.hparams
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """bf16 autocast on CUDA; full precision on the CPU."""
+        return torch.bfloat16 if self.device.type == "cuda" else None
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(
+            device_type=self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        )
+
+
+@dataclass
+class StepOutput:
+    """What a meta-train step reports. Tensors stay on the device (no host sync per step)."""
+
+    loss: torch.Tensor  # scalar, detached
+    query_logits: torch.Tensor  # [T, way*query, way], detached: the core derives accuracies
+
+
+class Method(nn.Module, ABC):
+    """Base class of all methods. Subclasses set ``frozen_at_test`` and implement the hooks."""
+
+    #: True when the backbone does not change per test episode: the core then embeds every
+    #: test image once and calls :meth:`classify` on features.
+    frozen_at_test: ClassVar[bool] = True
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    # -- training ---------------------------------------------------------------------------
+    def meta_train_step(
+        self,
+        support: torch.Tensor,
+        support_y: torch.Tensor,
+        query: torch.Tensor,
+        query_y: torch.Tensor,
+        way: int,
+    ) -> StepOutput:
+        """One outer update on ``T`` tasks: support [T, S, C, H, W], query [T, Q, C, H, W]."""
+        raise NotImplementedError(f"{type(self).__name__} does no episodic training")
+
+    def training_state(self) -> dict[str, Any]:
+        """Optimizer (and scheduler) state for checkpoints; loadable with weights_only=True."""
+        return {}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        del state
+
+    # -- test -------------------------------------------------------------------------------
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Features [N, D] of normalised images [N, C, H, W] (``frozen_at_test`` methods)."""
+        raise NotImplementedError
+
+    def classify(
+        self,
+        support: torch.Tensor,
+        support_y: torch.Tensor,
+        query: torch.Tensor,
+        way: int,
+    ) -> torch.Tensor:
+        """Logits [T, Q, way] from support features [T, S, D] and query features [T, Q, D]."""
+        raise NotImplementedError
+
+    def adapt_and_predict(
+        self,
+        support: torch.Tensor,
+        support_y: torch.Tensor,
+        query: torch.Tensor,
+        way: int,
+    ) -> torch.Tensor:
+        """Logits [T, Q, way] for query images after adapting to each task's support images."""
+        t, s = support.shape[:2]
+        q = query.shape[1]
+        feats = self.embed(torch.cat([support.flatten(0, 1), query.flatten(0, 1)]))
+        return self.classify(
+            feats[: t * s].view(t, s, -1), support_y, feats[t * s :].view(t, q, -1), way
+        )

@@ -1,0 +1,288 @@
+"""`fsbench run`: resolve the config, load data, train, evaluate, write the run directory.
+
+A run directory is named after what defines the run (method, dataset, backbone, shot, preset,
+split, seed and a hash of the full resolved config), so re-running the same command finds the
+unfinished run and resumes it from its checkpoint. A lock file keeps two processes out of one
+run directory: a second concurrent run of the same config gets a fresh directory instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import filelock
+import torch
+
+from fsbench.config import HardTaskConfig, RunConfig, resolve_preset, to_jsonable
+from fsbench.data import FewShotDataset, Normalizer, load_dataset
+from fsbench.data.cache import default_cache_dir
+from fsbench.engine.episodic import TrainLog, meta_train
+from fsbench.engine.evaluate import evaluate
+from fsbench.episodes import EpisodeSampler, EpisodeSpec
+from fsbench.errors import ConfigError, DivergenceError, FsbenchError, PluginError
+from fsbench.hookspecs import MethodRecord
+from fsbench.method import Method, MethodContext
+from fsbench.plugins import default_registry, describe_failure
+from fsbench.progress import bar, console
+from fsbench.results import (
+    CHECKPOINT,
+    CONFIG,
+    EPISODES,
+    HISTORY,
+    SUMMARY,
+    atomic_write_json,
+    atomic_write_jsonl,
+)
+from fsbench.stats import CI_FORMULA, mean_ci95
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    accuracies: torch.Tensor  # per episode, in [0, 1]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def hard_task_config(cfg: RunConfig, record: MethodRecord) -> HardTaskConfig:
+    enabled = record.hard_tasks if cfg.hard_tasks is None else cfg.hard_tasks
+    base = HardTaskConfig(enabled=enabled)
+    return replace(
+        base,
+        every=cfg.ht_every or base.every,
+        count=cfg.ht_count if cfg.ht_count is not None else base.count,
+        fill=cfg.ht_fill or base.fill,
+    )
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("fsbench", "torch", "timm", "pluggy", "numpy", "pandas"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class Run:
+    """One resolved run: what it is, where it writes, and how it executes."""
+
+    def __init__(self, cfg: RunConfig, show_progress: bool = True) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.show_progress = show_progress
+        self.record = default_registry().get(cfg.method)
+        self.preset_name = cfg.resolved_preset()
+        if self.preset_name not in self.record.presets:
+            raise ConfigError(
+                f"method {cfg.method!r} has no preset {self.preset_name!r}; "
+                f"it has: {', '.join(self.record.presets)}"
+            )
+        preset = resolve_preset(self.record.presets[self.preset_name], cfg.overrides)
+        if cfg.backbone is not None and cfg.backbone != preset.backbone:
+            preset = replace(preset, backbone=cfg.backbone, backbone_kwargs={})
+        self.preset = preset
+        self.hard = hard_task_config(cfg, self.record)
+        if self.hard.enabled and preset.episodic is None:
+            raise ConfigError(f"--hard-tasks needs an episodic method; {cfg.method!r} has no meta-training")
+        self.device = resolve_device(cfg.device)
+        self.cache_dir = cfg.cache_dir or default_cache_dir()
+        self.resolved = {
+            "run": to_jsonable(cfg),
+            "preset": self.preset_name,
+            "backbone": preset.backbone,
+            "backbone_kwargs": to_jsonable(preset.backbone_kwargs),
+            "hparams": to_jsonable(preset.hparams),
+            "episodic": to_jsonable(preset.episodic),
+            "pretrain": to_jsonable(preset.pretrain),
+            "hard_tasks": to_jsonable(self.hard),
+        }
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        """A hash of everything that determines the results (not where they go or the device)."""
+        ident = dict(self.resolved)
+        ident["run"] = {k: v for k, v in ident["run"].items()
+                        if k not in ("output", "resume", "device", "cache_dir", "data_root")}
+        return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
+
+    @property
+    def name(self) -> str:
+        c = self.cfg
+        return (f"{c.method}_{c.dataset}_{self.preset.backbone}_{c.way}w{c.shot}s_"
+                f"{self.preset_name}_{c.eval_split}_s{c.seed}_{self.key}")
+
+    def claim_dir(self) -> tuple[Path, filelock.BaseFileLock]:
+        """The run directory to use, locked for this process.
+
+        The first unlocked directory of this run's name that is unfinished (or finished, with
+        ``--resume``) is taken over; otherwise a fresh ``name-2``, ``name-3``... is created.
+        """
+        root = Path(self.cfg.output)
+        root.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            path = root / (self.name if n == 1 else f"{self.name}-{n}")
+            path.mkdir(exist_ok=True)
+            lock = filelock.FileLock(str(path / ".lock"))
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                continue  # another process runs it
+            finished = (path / SUMMARY).exists()
+            if finished and not self.cfg.resume:
+                lock.release()
+                continue
+            return path, lock
+        raise FsbenchError(f"too many runs named {self.name} under {root}")
+
+    # -- execution --------------------------------------------------------------------------
+    def execute(self) -> RunResult:
+        cfg = self.cfg
+        run_dir, lock = self.claim_dir()
+        try:
+            if (run_dir / SUMMARY).exists():
+                console.print(f"[green]run already complete[/]: {run_dir}")
+                return load_result(run_dir)
+            return self._execute(run_dir)
+        finally:
+            lock.release()
+
+    def _execute(self, run_dir: Path) -> RunResult:
+        cfg, preset = self.cfg, self.preset
+        if cfg.dataset == "synthetic":
+            console.print("[yellow]dataset: built-in synthetic data[/] (use --dataset and --data-root for real data)")
+        dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets", self.show_progress)
+        for note in dataset.notes:
+            console.print(f"[yellow]note:[/] {note}")
+        spec = EpisodeSpec(cfg.way, cfg.shot, cfg.query)
+        eval_split = dataset.split(cfg.eval_split)
+        spec.check(eval_split, "eval")
+        train_split = dataset.split("train")
+        if preset.episodic is not None:
+            EpisodeSpec(cfg.way, cfg.shot, preset.episodic.train_query).check(train_split, "train")
+        if preset.episodic is not None or preset.pretrain is not None:
+            spec.check(dataset.split("val"), "val")
+        atomic_write_json(run_dir / CONFIG, {
+            **self.resolved, "run_name": run_dir.name, "device": str(self.device),
+            "versions": versions(), "git_commit": git_commit(), "dataset_notes": list(dataset.notes),
+        })
+        torch.manual_seed(cfg.seed)
+        normalize = Normalizer(dataset.mean, dataset.std, self.device)
+        pretrain_seconds, pretrained, history = 0.0, None, []
+        if preset.pretrain is not None:
+            from fsbench.engine.pretrain import ensure_pretrained
+
+            pre = ensure_pretrained(
+                dataset, preset.backbone, preset.backbone_kwargs, preset.pretrain,
+                self.preset_name, cfg.seed, self.device, self.cache_dir / "pretrained",
+                spec, show_progress=self.show_progress,
+            )
+            pretrained, pretrain_seconds, history = pre.state, pre.seconds, list(pre.history)
+        method = self._build(dataset, pretrained)
+        train_log = TrainLog()
+        if preset.episodic is not None:
+            train_log = self._guard(lambda: meta_train(
+                method, dataset.name, train_split, dataset.split("val"), spec, preset.episodic,
+                self.hard, normalize, cfg.seed, run_dir / CHECKPOINT, self.show_progress,
+                preset.eval_batch,
+            ))
+            history += train_log.history
+        sampler = EpisodeSampler(eval_split, spec, cfg.seed, dataset.name, stream="eval")
+        began = time.perf_counter()
+        with bar(f"evaluate ({cfg.eval_split})", cfg.episodes, self.show_progress) as progress:
+            accs = self._guard(lambda: evaluate(
+                method, eval_split, sampler, cfg.episodes, normalize, preset.eval_batch, progress.advance
+            ))
+        eval_seconds = time.perf_counter() - began
+        acc, ci = mean_ci95(accs.numpy() * 100)
+        summary = {
+            "run_id": run_dir.name, "method": cfg.method, "dataset": dataset.name,
+            "backbone": preset.backbone, "way": cfg.way, "shot": cfg.shot, "query": cfg.query,
+            "episodes": cfg.episodes, "seed": cfg.seed, "preset": self.preset_name,
+            "eval_split": cfg.eval_split, "hard_tasks": self.hard.enabled,
+            "hard_tasks_used": train_log.hard_tasks_used,
+            "accuracy": acc, "ci95": ci, "ci_formula": CI_FORMULA,
+            "pretrain_seconds": pretrain_seconds, "train_seconds": train_log.seconds,
+            "eval_seconds": eval_seconds, "best_val_accuracy": train_log.best_accuracy,
+            "best_iteration": train_log.best_iteration, "device": str(self.device),
+            "plugin": self.record.plugin, "created": datetime.now(timezone.utc).isoformat(),
+        }
+        atomic_write_jsonl(run_dir / EPISODES,
+                           ({"index": i, "accuracy": float(a)} for i, a in enumerate(accs.tolist())))
+        atomic_write_jsonl(run_dir / HISTORY, history)
+        atomic_write_json(run_dir / SUMMARY, summary)  # last: its presence marks the run finished
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
+        return RunResult(run_dir, summary, accs)
+
+    def _build(self, dataset: FewShotDataset, pretrained: dict[str, torch.Tensor] | None) -> Method:
+        train = dataset.split("train")
+        ctx = MethodContext(
+            preset=self.preset, backbone=self.preset.backbone,
+            backbone_kwargs=dict(self.preset.backbone_kwargs), num_train_classes=train.num_classes,
+            image_shape=train.image_shape, device=self.device, seed=self.cfg.seed,
+            way=self.cfg.way, shot=self.cfg.shot, pretrained=pretrained,
+        )
+        method = self._guard(lambda: self.record.cls(ctx))
+        return method.to(self.device)
+
+    def _guard(self, fn):
+        """Run plugin code; a plugin's own failure is reported naming the plugin."""
+        try:
+            return fn()
+        except (FsbenchError, DivergenceError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:
+            raise PluginError(describe_failure(f"{self.record.plugin}:{self.record.name}", exc)) from exc
+
+
+def load_result(run_dir: Path) -> RunResult:
+    from fsbench.results import read_jsonl
+
+    summary = json.loads((run_dir / SUMMARY).read_text())
+    rows = read_jsonl(run_dir / EPISODES)
+    return RunResult(run_dir, summary, torch.tensor([r["accuracy"] for r in rows], dtype=torch.float64))
+
+
+def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:
+    return Run(cfg, show_progress).execute()
+
+
+def env_threads() -> None:
+    """Respect OMP_NUM_THREADS if set; otherwise use the cores there are."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+__all__ = ["Run", "RunResult", "run", "load_result", "asdict"]
