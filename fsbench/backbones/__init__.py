@@ -1,0 +1,81 @@
+"""Backbones for few-shot classification, registered in timm's model registry.
+
+Importing this package registers ``conv4``, ``conv4_32``, ``resnet12``, ``resnet12_mtl`` and
+``resnet12_tiny`` with timm, so ``timm.create_model(name, num_classes=0)`` builds them like any
+timm model. :func:`create_backbone` builds a headless feature extractor from those names or from
+any other timm model name (``resnet10t``, ``vit_tiny_patch16_224``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+
+from fsbench.errors import FsbenchError
+
+from . import conv4 as _conv4  # noqa: F401  (registers conv4, conv4_32)
+from . import resnet12 as _resnet12  # noqa: F401  (registers resnet12, resnet12_mtl, resnet12_tiny)
+from .conv4 import Conv4, FewShotBackbone
+from .resnet12 import ResNet12
+
+__all__ = [
+    "FSBENCH_BACKBONES",
+    "BackboneError",
+    "Conv4",
+    "FewShotBackbone",
+    "ResNet12",
+    "create_backbone",
+    "feature_dim",
+]
+
+#: The model names this package registers with timm.
+FSBENCH_BACKBONES: tuple[str, ...] = (
+    "conv4",
+    "conv4_32",
+    "resnet12",
+    "resnet12_mtl",
+    "resnet12_tiny",
+)
+
+
+class BackboneError(FsbenchError):
+    """An unknown backbone name (the message lists the valid ones)."""
+
+
+def _is_known(name: str) -> bool:
+    # 'hf-hub:...' / 'local-dir:...' sources are resolved (and validated) by timm itself.
+    if ":" in name:
+        return True
+    return timm.is_model(name)
+
+
+def create_backbone(name: str, **kwargs: Any) -> torch.nn.Module:
+    """Build backbone ``name`` without a classifier: ``model(x)`` returns ``[B, num_features]``.
+
+    ``name`` is one of :data:`FSBENCH_BACKBONES` or any timm model name; ``kwargs`` go to
+    ``timm.create_model`` (e.g. ``widths=(32, 64, 128, 256)`` for ResNet-12, ``width=32`` for
+    Conv-4). ``num_classes`` defaults to 0 and ``pretrained`` to False.
+
+    Raises:
+        BackboneError: timm does not know ``name``.
+    """
+    if not isinstance(name, str) or not _is_known(name):
+        raise BackboneError(
+            f"unknown backbone {name!r}; fsbench backbones: {', '.join(FSBENCH_BACKBONES)} "
+            "(any timm model name also works, see timm.list_models())"
+        )
+    kwargs.setdefault("num_classes", 0)
+    kwargs.setdefault("pretrained", False)
+    return timm.create_model(name, **kwargs)
+
+
+def feature_dim(model: torch.nn.Module) -> int:
+    """Size of the pooled features ``model`` returns without a classifier (``num_features``)."""
+    dim = getattr(model, "num_features", None)
+    if dim is None:
+        raise TypeError(
+            f"{type(model).__name__} has no num_features attribute; not a timm-style model"
+        )
+    return int(dim)
