@@ -1,0 +1,512 @@
+"""Regression gate: compare new results against baseline (reference) results.
+
+Runs are matched by :data:`MATCH_KEYS` (method, dataset, eval_split, way, shot, query, hard_tasks,
+backbone, preset). Within a match, runs with the same seed saw identical test episodes, so they
+are compared episode by episode; otherwise only their mean accuracies can be compared.
+
+A matched configuration **regresses** when any of these holds:
+
+(a) Paired test (at least one seed in both): the per-episode differences ``new - baseline``
+    (pooled over all shared seeds, over the episodes both runs have) have a 95% CI entirely
+    below 0 **and** the mean drop exceeds ``min_drop`` points (default 1.0). Both conditions
+    are needed. Significance alone is too sensitive for a gate: a deterministic CPU re-run
+    reproduces every episode exactly (all differences 0: passes), but another CPU or torch
+    version can flip a few queries, and a handful of one-query flips (1.3 points each on a
+    5-way 15-query episode) all in the same direction is already "significant" while being
+    worth a few hundredths of a point. The 1-point floor ignores such shifts; a real regression
+    (e.g. 10 points) is both significant and far above it. A large but non-significant paired
+    drop is episode noise (the model changed, e.g. a different initialisation) and passes.
+(b) Unpaired (no shared seed, so no shared episodes): the mean accuracy (over seeds) drops by
+    more than ``tolerance`` points (default 2.0).
+(c) Time: ``train_seconds`` or ``eval_seconds`` of the new run exceeds
+    ``time_ratio * max(baseline, time_floor)`` (defaults 3.0 and 1.0 s). The floor keeps
+    sub-second timings, which are mostly noise and start-up cost, from failing the gate, while a
+    jump from 0.5 s to a minute still fails. ``pretrain_seconds`` is checked the same way, but
+    only when the baseline pre-trained for at least ``time_floor`` seconds: a near-zero baseline
+    pre-training time means no pre-training or a cached checkpoint, so a new run that
+    pre-trains from scratch is not a regression. Times are means over the compared runs.
+    Timings only compare on the same machine type; the reference should be re-run on it.
+
+A configuration in the baseline with no run in the new results is a failure (``missing``); one
+only in the new results is reported as ``new`` (information). Baseline seeds absent from the new
+results are noted but do not fail the gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fsbench.report import ReportError, column_label, dataset_sort_key, load_runs, method_sort_key
+from fsbench.stats import paired_difference
+
+#: Runs are matched on these summary fields (and paired on seed when both sides have it).
+MATCH_KEYS: tuple[str, ...] = (
+    "method",
+    "dataset",
+    "eval_split",
+    "way",
+    "shot",
+    "query",
+    "hard_tasks",
+    "backbone",
+    "preset",
+)
+
+DEFAULT_TOLERANCE = 2.0  # points; unpaired accuracy drop allowed
+DEFAULT_MIN_DROP = 1.0  # points; smallest significant paired drop that fails
+DEFAULT_TIME_RATIO = 3.0  # new time may be up to this multiple of the baseline
+DEFAULT_TIME_FLOOR = 1.0  # seconds; baseline times below this count as this
+
+TIME_FIELDS: tuple[tuple[str, str], ...] = (
+    ("pretrain_seconds", "pretrain"),
+    ("train_seconds", "train"),
+    ("eval_seconds", "eval"),
+)
+
+STATUSES = ("regression", "missing", "ok", "new")
+
+
+@dataclass
+class CompareRow:
+    """The outcome for one matched configuration."""
+
+    key: dict[str, Any]
+    status: str  # one of STATUSES
+    test: str | None = None  # "paired", "unpaired" or None (missing/new)
+    baseline_seeds: list[int] = field(default_factory=list)
+    new_seeds: list[int] = field(default_factory=list)
+    paired_seeds: list[int] = field(default_factory=list)
+    baseline_accuracy: float | None = None
+    new_accuracy: float | None = None
+    diff: float | None = None  # new - baseline, points
+    ci95: float | None = None  # of the paired difference
+    n: int | None = None  # paired episodes
+    significant: bool | None = None
+    baseline_seconds: dict[str, float] = field(default_factory=dict)
+    new_seconds: dict[str, float] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)  # why it failed
+    notes: list[str] = field(default_factory=list)  # information
+
+    @property
+    def method(self) -> str:
+        return self.key["method"]
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("regression", "missing")
+
+    @property
+    def setting(self) -> str:
+        k = self.key
+        text = column_label(k["dataset"], k["way"], k["shot"], k["eval_split"])
+        extras = [f"q{k['query']}"]
+        if k["backbone"]:
+            extras.append(k["backbone"])
+        if k["preset"]:
+            extras.append(k["preset"])
+        if k["hard_tasks"]:
+            extras.append("HT")
+        return f"{text} [{', '.join(extras)}]"
+
+    def describe(self) -> str:
+        return f"{self.method} ({self.setting})"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["method"] = self.method
+        out["setting"] = self.setting
+        return _jsonable(out)
+
+
+@dataclass
+class CompareReport:
+    """All rows plus the thresholds used; ``failed`` decides the exit code."""
+
+    rows: list[CompareRow]
+    tolerance: float
+    min_drop: float
+    time_ratio: float
+    time_floor: float
+
+    @property
+    def failures(self) -> list[CompareRow]:
+        return [row for row in self.rows if row.failed]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    @property
+    def regressed_methods(self) -> list[str]:
+        """Methods with a regression or missing from the new results."""
+        return sorted({row.method for row in self.failures}, key=method_sort_key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(
+            {
+                "ok": not self.failed,
+                "regressed_methods": self.regressed_methods,
+                "regressions": [r.describe() for r in self.rows if r.status == "regression"],
+                "missing": [r.describe() for r in self.rows if r.status == "missing"],
+                "new": [r.describe() for r in self.rows if r.status == "new"],
+                "thresholds": {
+                    "tolerance": self.tolerance,
+                    "min_drop": self.min_drop,
+                    "time_ratio": self.time_ratio,
+                    "time_floor": self.time_floor,
+                },
+                "rows": [row.to_dict() for row in self.rows],
+            }
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _dedupe(group: pd.DataFrame, side: str, notes: list[str]) -> pd.DataFrame:
+    kept = group.sort_values(["created", "run_dir"]).drop_duplicates("seed", keep="last")
+    if len(kept) < len(group):
+        notes.append(
+            f"{side}: {len(group) - len(kept)} duplicate run(s) with the same seed; newest kept"
+        )
+    return kept.sort_values("seed")
+
+
+def _mean_time(runs: pd.DataFrame, name: str) -> float:
+    values = runs[name].to_numpy(float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else math.nan
+
+
+def _compare_one(
+    key: dict[str, Any],
+    base: pd.DataFrame,
+    new: pd.DataFrame,
+    *,
+    tolerance: float,
+    min_drop: float,
+    time_ratio: float,
+    time_floor: float,
+) -> CompareRow:
+    row = CompareRow(key=key, status="ok")
+    base = _dedupe(base, "baseline", row.notes)
+    new = _dedupe(new, "new", row.notes)
+    row.baseline_seeds = [int(s) for s in base["seed"]]
+    row.new_seeds = [int(s) for s in new["seed"]]
+    shared = sorted(set(row.baseline_seeds) & set(row.new_seeds))
+    row.paired_seeds = shared
+
+    if shared:
+        row.test = "paired"
+        base_used = base[base["seed"].isin(shared)]
+        new_used = new[new["seed"].isin(shared)]
+        a_parts, b_parts = [], []
+        for seed in shared:
+            a = base_used.loc[base_used["seed"] == seed, "episode_acc"].iloc[0]
+            b = new_used.loc[new_used["seed"] == seed, "episode_acc"].iloc[0]
+            n = min(len(a), len(b))
+            if len(a) != len(b):
+                row.notes.append(
+                    f"seed {seed}: {len(a)} baseline vs {len(b)} new episodes; compared the first {n}"
+                )
+            a_parts.append(a[:n] * 100.0)
+            b_parts.append(b[:n] * 100.0)
+        a_all, b_all = np.concatenate(a_parts), np.concatenate(b_parts)
+        res = paired_difference(a_all, b_all)
+        row.baseline_accuracy, row.new_accuracy = float(a_all.mean()), float(b_all.mean())
+        row.diff, row.ci95, row.n, row.significant = res.mean_diff, res.ci95, res.n, res.significant
+        if res.significant and res.mean_diff < 0 and -res.mean_diff > min_drop:
+            row.reasons.append(
+                f"accuracy {res.mean_diff:+.2f} ± {res.ci95:.2f} points on {res.n} shared episodes "
+                f"(significant, drop > {min_drop:g})"
+            )
+        elif res.significant and res.mean_diff > min_drop:
+            row.notes.append(f"improved by {res.mean_diff:.2f} ± {res.ci95:.2f} points")
+        elif res.significant and res.mean_diff < 0:
+            row.notes.append(
+                f"significant but small drop ({res.mean_diff:+.2f} points <= {min_drop:g})"
+            )
+    else:
+        row.test = "unpaired"
+        base_used, new_used = base, new
+        row.baseline_accuracy = float(base["accuracy"].mean())
+        row.new_accuracy = float(new["accuracy"].mean())
+        row.diff = row.new_accuracy - row.baseline_accuracy
+        row.notes.append("no shared seed, so no shared episodes: mean accuracies compared")
+        if -row.diff > tolerance:
+            row.reasons.append(
+                f"accuracy {row.diff:+.2f} points (unpaired; tolerance {tolerance:g})"
+            )
+    missing_seeds = sorted(set(row.baseline_seeds) - set(row.new_seeds))
+    if missing_seeds and shared:
+        row.notes.append(f"baseline seed(s) {missing_seeds} not in the new results")
+
+    for name, label in TIME_FIELDS:
+        b_time, n_time = _mean_time(base_used, name), _mean_time(new_used, name)
+        if math.isnan(b_time) or math.isnan(n_time):
+            continue
+        row.baseline_seconds[label], row.new_seconds[label] = b_time, n_time
+        if name == "pretrain_seconds" and b_time < time_floor:
+            continue
+        limit = time_ratio * max(b_time, time_floor)
+        if n_time > limit:
+            row.reasons.append(
+                f"{label} time {b_time:.1f}s -> {n_time:.1f}s (> {time_ratio:g}x, limit {limit:.1f}s)"
+            )
+    if row.reasons:
+        row.status = "regression"
+    return row
+
+
+def compare_runs(
+    baseline_paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    new_paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    tolerance: float = DEFAULT_TOLERANCE,
+    time_ratio: float = DEFAULT_TIME_RATIO,
+    *,
+    min_drop: float = DEFAULT_MIN_DROP,
+    time_floor: float = DEFAULT_TIME_FLOOR,
+) -> CompareReport:
+    """Compare new results with baseline results (run directories or folders of runs).
+
+    See the module docstring for the rules and why the defaults are what they are.
+    """
+    for name, value, lowest in (
+        ("tolerance", tolerance, 0.0),
+        ("min_drop", min_drop, 0.0),
+        ("time_ratio", time_ratio, 1.0),
+        ("time_floor", time_floor, 0.0),
+    ):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= lowest):
+            raise ReportError(f"{name} must be a number >= {lowest:g}, got {value!r}")
+    base_df = load_runs(baseline_paths)
+    new_df = load_runs(new_paths)
+
+    def groups(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+        return {tuple(k): g for k, g in df.groupby(list(MATCH_KEYS), sort=False, dropna=False)}
+
+    base_groups, new_groups = groups(base_df), groups(new_df)
+    rows: list[CompareRow] = []
+    for key in list(base_groups) + [k for k in new_groups if k not in base_groups]:
+        key_dict = _jsonable(dict(zip(MATCH_KEYS, key, strict=True)))
+        if key not in new_groups:
+            b = base_groups[key]
+            rows.append(
+                CompareRow(
+                    key=key_dict,
+                    status="missing",
+                    baseline_seeds=sorted(int(s) for s in set(b["seed"])),
+                    baseline_accuracy=float(b["accuracy"].mean()),
+                    reasons=["no run with this configuration in the new results"],
+                )
+            )
+        elif key not in base_groups:
+            n = new_groups[key]
+            rows.append(
+                CompareRow(
+                    key=key_dict,
+                    status="new",
+                    new_seeds=sorted(int(s) for s in set(n["seed"])),
+                    new_accuracy=float(n["accuracy"].mean()),
+                    notes=["not in the baseline"],
+                )
+            )
+        else:
+            rows.append(
+                _compare_one(
+                    key_dict,
+                    base_groups[key],
+                    new_groups[key],
+                    tolerance=tolerance,
+                    min_drop=min_drop,
+                    time_ratio=time_ratio,
+                    time_floor=time_floor,
+                )
+            )
+    rows.sort(
+        key=lambda r: (
+            STATUSES.index(r.status),
+            dataset_sort_key(r.key["dataset"]),
+            r.key["eval_split"],
+            r.key["way"],
+            r.key["shot"],
+            method_sort_key(r.method),
+            r.setting,
+        )
+    )
+    return CompareReport(
+        rows=rows,
+        tolerance=float(tolerance),
+        min_drop=float(min_drop),
+        time_ratio=float(time_ratio),
+        time_floor=float(time_floor),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Output and CLI
+# ----------------------------------------------------------------------------------------------
+
+_STATUS_STYLE = {"regression": "bold red", "missing": "bold red", "ok": "green", "new": "cyan"}
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def compare_table(report: CompareReport):
+    """The report as a rich Table."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        title="fsbench compare: new vs baseline",
+        caption=(
+            f"paired: fail if the CI of new - baseline is below 0 and the drop > {report.min_drop:g} pts; "
+            f"unpaired: fail if the drop > {report.tolerance:g} pts; time: fail if > "
+            f"{report.time_ratio:g}x max(baseline, {report.time_floor:g}s)"
+        ),
+        caption_justify="left",
+    )
+    for name, justify in (
+        ("status", "left"),
+        ("method", "left"),
+        ("setting", "left"),
+        ("seeds", "left"),
+        ("baseline", "right"),
+        ("new", "right"),
+        ("Δ (pts)", "right"),
+        ("test", "left"),
+        ("train s", "right"),
+        ("eval s", "right"),
+        ("details", "left"),
+    ):
+        table.add_column(name, justify=justify)
+    for row in report.rows:
+        if row.diff is None:
+            diff = "–"
+        elif row.ci95 is not None:
+            diff = f"{row.diff:+.2f} ± {row.ci95:.2f}"
+        else:
+            diff = f"{row.diff:+.2f}"
+        seeds = row.paired_seeds or row.new_seeds or row.baseline_seeds
+
+        def times(label: str, row: CompareRow = row) -> str:
+            if label not in row.baseline_seconds:
+                return "–"
+            return f"{row.baseline_seconds[label]:.1f} → {row.new_seconds[label]:.1f}"
+
+        style = _STATUS_STYLE[row.status]
+        table.add_row(
+            Text(row.status.upper() if row.failed else row.status, style=style),
+            Text(row.method, style="bold" if row.failed else ""),
+            Text(row.setting),
+            ",".join(map(str, seeds)),
+            _fmt(row.baseline_accuracy),
+            _fmt(row.new_accuracy),
+            diff,
+            row.test or "–",
+            times("train"),
+            times("eval"),
+            Text("; ".join(row.reasons + row.notes), style=style if row.reasons else "dim"),
+        )
+    return table
+
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``compare`` subcommand to an argparse ``subparsers`` object."""
+    parser = subparsers.add_parser(
+        "compare",
+        help="regression gate: compare new results with baseline results (exit 1 on regression)",
+        description=(
+            "Compare NEW results with BASELINE results (run directories or folders of runs). "
+            "Exit status 1 when a configuration regresses or is missing from NEW, else 0. "
+            "Same-seed runs are compared episode by episode (paired 95% CI)."
+        ),
+    )
+    parser.add_argument("baseline", type=Path, metavar="BASELINE", help="reference results")
+    parser.add_argument("new", type=Path, metavar="NEW", help="results to check")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        metavar="PTS",
+        help="largest allowed accuracy drop in points when runs share no episodes "
+        f"(default {DEFAULT_TOLERANCE:g})",
+    )
+    parser.add_argument(
+        "--min-drop",
+        type=float,
+        default=DEFAULT_MIN_DROP,
+        metavar="PTS",
+        help="a significant paired drop fails only above this many points "
+        f"(default {DEFAULT_MIN_DROP:g})",
+    )
+    parser.add_argument(
+        "--time-ratio",
+        type=float,
+        default=DEFAULT_TIME_RATIO,
+        metavar="R",
+        help=f"largest allowed ratio new/baseline train or eval time (default {DEFAULT_TIME_RATIO:g})",
+    )
+    parser.add_argument(
+        "--time-floor",
+        type=float,
+        default=DEFAULT_TIME_FLOOR,
+        metavar="S",
+        help=f"baseline times below S seconds count as S (default {DEFAULT_TIME_FLOOR:g})",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON object instead of a table"
+    )
+    parser.set_defaults(func=run_compare)
+    return parser
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Run ``fsbench compare``: 1 on regression or missing configuration, 0 otherwise."""
+    report = compare_runs(
+        args.baseline,
+        args.new,
+        tolerance=args.tolerance,
+        time_ratio=args.time_ratio,
+        min_drop=args.min_drop,
+        time_floor=args.time_floor,
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        from rich.console import Console
+        from rich.text import Text
+
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        console.print(compare_table(report))
+        if report.failed:
+            for row in report.failures:
+                console.print(
+                    Text("FAIL ", style="bold red")
+                    + Text(f"{row.describe()}: {'; '.join(row.reasons)}")
+                )
+        else:
+            console.print(f"[green]OK[/]: {len(report.rows)} configuration(s), no regression")
+    return 1 if report.failed else 0
