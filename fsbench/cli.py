@@ -90,7 +90,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise FsbenchError("--method is required (or --suite ci); see `fsbench methods`")
     result = run(run_config(args), show_progress=not args.quiet)
     print_summary([result.summary], result.run_dir)
+    if args.plots is not None:
+        write_plots([result.run_dir], args.plots)
     return 0
+
+
+def write_plots(run_dirs: list[Path], out_dir: Path) -> None:
+    from fsbench.plots import plot_accuracy_vs_shot, plot_val_curves
+    from fsbench.progress import console
+    from fsbench.report import load_runs
+
+    df = load_runs(run_dirs)
+    for path in plot_val_curves(df, out_dir) + plot_accuracy_vs_shot(df, out_dir):
+        console.print(f"plot: {path}")
 
 
 def cmd_methods(args: argparse.Namespace) -> int:

@@ -160,6 +160,8 @@ class Run:
                 lock.acquire(timeout=0)
             except filelock.Timeout:
                 continue  # another process runs it
+            for stale in path.glob(".*.tmp"):  # left by a killed writer; never a finished name
+                stale.unlink(missing_ok=True)
             finished = (path / SUMMARY).exists()
             if finished and not self.cfg.resume:
                 lock.release()
