@@ -7,7 +7,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fsbench.config import DATASETS, EVAL_SPLITS, HT_FILL_RULES, PRESETS, RunConfig, load_config_file, parse_set
+from fsbench.config import (
+    DATASETS,
+    EVAL_SPLITS,
+    HT_FILL_RULES,
+    PRESETS,
+    RunConfig,
+    load_config_file,
+    parse_set,
+)
 from fsbench.errors import DivergenceError, FsbenchError, PluginError
 
 EXAMPLES = """\

@@ -171,7 +171,6 @@ class Run:
 
     # -- execution --------------------------------------------------------------------------
     def execute(self) -> RunResult:
-        cfg = self.cfg
         run_dir, lock = self.claim_dir()
         try:
             if (run_dir / SUMMARY).exists():

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_plugins import write_dist
 
 # Timing-independent parts of a summary: what must match between a resumed and a clean run.
@@ -231,7 +230,7 @@ def test_truncated_cifar_pickle(tmp_path):
 ])
 def test_unknown_names(tmp_path, argv, needle):
     args = run_args(tmp_path / "o", tmp_path / "c")
-    for flag, value in zip(argv[::2], argv[1::2]):
+    for flag, value in zip(argv[::2], argv[1::2], strict=False):
         if flag in args:
             args[args.index(flag) + 1] = value
         else:
