@@ -120,7 +120,7 @@ def meta_train(
             out = _step(method, batch, train, normalize)
             strategy.observe(batch, out.query_logits)
             for extra in strategy.extra_batches(it):
-                _step(method, extra, train, normalize)
+                nonfinite |= ~torch.isfinite(_step(method, extra, train, normalize).loss)
             running += out.loss
             nonfinite |= ~torch.isfinite(out.loss)
             steps_since += 1
