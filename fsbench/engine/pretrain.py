@@ -415,9 +415,8 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
 def pretrain_command(cfg: RunConfig, show_progress: bool) -> int:
     """``fsbench pretrain``: pre-train and cache the backbone that ``cfg.method`` needs."""
     from fsbench.data import load_dataset
-    from fsbench.runner import Run
-
     from fsbench.plugins import default_registry
+    from fsbench.runner import Run
 
     run = Run(cfg, show_progress)
     if run.preset.pretrain is None:
