@@ -14,10 +14,10 @@ instead of 600 Python loops (see ``benchmarks/test_bench_finetune.py``).
 Learning rate and feature scale: the closed-form gradient of the mean cross-entropy moves a
 support logit by about ``lr * |x|^2 / S`` per step, so lr 0.01 means something only relative to
 the squared feature norm. The paper's 0.01 goes with 640-d ResNet features whose squared norm is
-in the hundreds; the CPU presets' Conv-4 gives far smaller features, with which lr 0.01 barely
-moves the head in 100 steps. The presets therefore L2-normalise each feature and rescale it to
-``feature_norm = 10`` (``|x|^2 = 100``), which keeps the paper's lr 0.01 and 100 steps with the
-effective step (``lr * |x|^2 = 1``) they were meant to have, whatever the backbone.
+in the hundreds, while other backbones (the CPU presets' Conv-4, timm models) give other scales.
+The presets therefore L2-normalise each feature and rescale it to ``feature_norm = 10``
+(``|x|^2 = 100``), which keeps the paper's lr 0.01 and 100 steps with an effective step
+(``lr * |x|^2 = 1``) that does not depend on the backbone.
 Checked on real miniImageNet val episodes (300, seed 1, i.e. not the reported seed-0 episodes)
 with the quick pre-trained Conv-4 (raw ``|x|^2`` about 54): 1-shot accuracy hardly depends on the
 setting (31.2-33.4% over lr 0.001-1 with raw, norm-1 and norm-10 features; nearest centroid
