@@ -15,7 +15,7 @@ import platform
 import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,7 @@ class Run:
             "pretrain_seconds": pretrain_seconds, "train_seconds": train_log.seconds,
             "eval_seconds": eval_seconds, "best_val_accuracy": train_log.best_accuracy,
             "best_iteration": train_log.best_iteration, "device": str(self.device),
-            "plugin": self.record.plugin, "created": datetime.now(timezone.utc).isoformat(),
+            "plugin": self.record.plugin, "created": datetime.now(UTC).isoformat(),
         }
         atomic_write_jsonl(run_dir / EPISODES,
                            ({"index": i, "accuracy": float(a)} for i, a in enumerate(accs.tolist())))
