@@ -73,9 +73,9 @@ PROBE_QUERY = 15
 #: * ``paper``: the MTL paper's pre-training (official PyTorch code: SGD lr 0.1, momentum 0.9,
 #:   weight decay 5e-4, batch 128, 100 epochs, step decay), on its ResNet-12.
 #: * ``quick``: a Conv-4 on real miniImageNet (84x84) for CPUs: 6 epochs of 6,400 images (one
-#:   pass over the 38,400 train images in all) and a 100-episode val probe. Estimated 10-12
-#:   minutes on 2 idle cores; measured 39 minutes on a 2-core machine shared with 4+ other jobs
-#:   (best probe 33.8% 1-shot, at the last epoch).
+#:   pass over the 38,400 train images in all) and a 100-episode val probe: 105 s per epoch on
+#:   2 idle CPU cores, about 10.5 minutes in all (39 minutes on a 2-core machine shared with 4+
+#:   other jobs); best probe 33.8% 1-shot, at the last epoch.
 #: * ``smoke``: seconds on the synthetic data.
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     "paper": PretrainConfig(
