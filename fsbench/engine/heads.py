@@ -52,3 +52,25 @@ def fit_linear_heads(
         w = w - lr * gw
         b = b - lr * gb
     return w, b
+
+
+def adapted_query_loss(
+    support: torch.Tensor,
+    support_y: torch.Tensor,
+    query: torch.Tensor,
+    query_y: torch.Tensor,
+    way: int,
+    steps: int,
+    lr: float,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    first_order: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean query cross-entropy and query logits [T, Q, way] of heads adapted on the support set.
+
+    The outer loss of every method whose base learner is a meta-learned FC head (MTL, scratch).
+    """
+    w, b = fit_linear_heads(support, support_y, way, steps, lr, weight=weight, bias=bias,
+                            first_order=first_order)
+    logits = linear_logits(query, w, b)
+    return F.cross_entropy(logits.flatten(0, 1), query_y.flatten()), logits

@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fsbench.backbones import create_backbone, feature_dim
 from fsbench.config import EpisodicConfig, MethodPreset
-from fsbench.engine.heads import fit_linear_heads, linear_logits
+from fsbench.engine.heads import adapted_query_loss, fit_linear_heads, linear_logits
 from fsbench.engine.pretrain import PRETRAIN_BACKBONES
 from fsbench.errors import ConfigError
 from fsbench.method import Method, MethodContext, StepOutput
@@ -120,12 +119,10 @@ class Scratch(Method):
         q = query.shape[1]
         feats = self._features(torch.cat([support.flatten(0, 1), query.flatten(0, 1)]))
         support_f, query_f = feats[: t * s].view(t, s, -1), feats[t * s :].view(t, q, -1)
-        weight, bias = fit_linear_heads(
-            support_f, support_y, way, self.hp.train_steps, self.hp.inner_lr,
-            weight=self.fc_weight, bias=self.fc_bias, first_order=self.hp.first_order,
+        loss, logits = adapted_query_loss(
+            support_f, support_y, query_f, query_y, way, self.hp.train_steps, self.hp.inner_lr,
+            self.fc_weight, self.fc_bias, first_order=self.hp.first_order,
         )
-        logits = linear_logits(query_f, weight, bias)
-        loss = F.cross_entropy(logits.flatten(0, 1), query_y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip is not None:
