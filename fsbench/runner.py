@@ -84,6 +84,18 @@ def versions() -> dict[str, str]:
     return out
 
 
+def device_name(device: torch.device) -> str:
+    """The accelerator's name (e.g. 'NVIDIA H100 80GB HBM3'), or the CPU's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str, phase: str) -> float | None:
+    values = [r[key] for r in rows if r.get("phase") == phase and r.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -200,6 +212,7 @@ class Run:
             "versions": versions(), "git_commit": git_commit(), "dataset_notes": list(dataset.notes),
         })
         torch.manual_seed(cfg.seed)
+        dataset = dataset.resident(self.device)  # on a GPU: moved there once (miniImageNet 1.3 GB)
         normalize = Normalizer(dataset.mean, dataset.std, self.device)
         pretrain_seconds, pretrained, history = 0.0, None, []
         if preset.pretrain is not None:
@@ -238,6 +251,10 @@ class Run:
             "pretrain_seconds": pretrain_seconds, "train_seconds": train_log.seconds,
             "eval_seconds": eval_seconds, "best_val_accuracy": train_log.best_accuracy,
             "best_iteration": train_log.best_iteration, "device": str(self.device),
+            "device_name": device_name(self.device), "precision": self.precision,
+            "pretrain_images_per_s": _mean_of(history, "images_per_s", phase="pretrain"),
+            "meta_train_episodes": train_log.tasks,
+            "meta_train_episodes_per_s": train_log.episodes_per_s,
             "plugin": self.record.plugin, "created": datetime.now(UTC).isoformat(),
         }
         atomic_write_jsonl(run_dir / EPISODES,
@@ -255,6 +272,7 @@ class Run:
             image_shape=train.image_shape, device=self.device, seed=self.cfg.seed,
             way=self.cfg.way, shot=self.cfg.shot, pretrained=pretrained,
         )
+        self.precision = "bf16 autocast" if ctx.amp_dtype == torch.bfloat16 else "fp32"
         method = self._guard(lambda: self.record.cls(ctx))
         return method.to(self.device)
 

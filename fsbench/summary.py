@@ -23,5 +23,23 @@ def print_summary(summaries: list[dict[str, Any]], where: Path | None = None) ->
         )
     console = Console()
     console.print(table)
+    for s in summaries:
+        if line := throughput_line(s):
+            console.print(line)
     if where is not None:
         console.print(f"results: {where}")
+
+
+def throughput_line(s: dict[str, Any]) -> str:
+    """One line of a run's speed figures (device, precision, images/s, episodes/s), or ''."""
+    parts = []
+    if s.get("pretrain_images_per_s"):
+        parts.append(f"pre-train {s['pretrain_images_per_s']:,.0f} images/s")
+    if s.get("meta_train_episodes_per_s"):
+        parts.append(f"meta-train {s['meta_train_episodes_per_s']:,.1f} episodes/s "
+                     f"({s['meta_train_episodes']} episodes)")
+    if s.get("eval_seconds") is not None and s.get("episodes"):
+        parts.append(f"evaluation {s['episodes']} episodes in {s['eval_seconds']:.1f} s")
+    if not parts or "device_name" not in s:
+        return ""
+    return f"{s['method']}: {s['device_name']}, {s['precision']}; " + ", ".join(parts)

@@ -91,6 +91,12 @@ def test_smoke_run_writes_run_directory(capsys, tmp_path):
                 "eval_split", "accuracy", "ci95", "ci_formula", "train_seconds", "eval_seconds"):
         assert key in summary
     assert summary["eval_split"] == "val" and summary["episodes"] == 30
+    # Speed figures of the meta-training (all tasks of all meta-batches), on the CPU in fp32.
+    from plugins.protonet import PRESETS
+    episodic = PRESETS["smoke"].episodic
+    assert summary["meta_train_episodes"] == episodic.iterations * episodic.meta_batch
+    assert summary["meta_train_episodes_per_s"] > 0 and summary["precision"] == "fp32"
+    assert "episodes/s" in out and "fp32" in out
     rows = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
     assert [r["index"] for r in rows] == list(range(30))
     config = json.loads((run_dir / "config.json").read_text())

@@ -7,7 +7,7 @@ are normalised batched on the device (see :func:`fsbench.data.base.Normalizer`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -66,6 +66,13 @@ class Split:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def to(self, device: torch.device | str) -> Split:
+        """This split with its images on ``device`` (labels and class indices stay on the CPU,
+        where the episode sampler reads them; a CUDA tensor accepts CPU indices)."""
+        if self.images.device == torch.device(device):
+            return self
+        return replace(self, images=self.images.to(device))
+
 
 @dataclass(frozen=True)
 class FewShotDataset:
@@ -84,6 +91,22 @@ class FewShotDataset:
             raise DataError(
                 f"dataset {self.name!r} has no split {name!r} (it has: {', '.join(self.splits)})"
             ) from None
+
+    def to(self, device: torch.device | str) -> FewShotDataset:
+        """This dataset with every split's images resident on ``device`` (decoded once, moved
+        once: batches are then gathered on the device, with no host-to-device copy per step)."""
+        return replace(self, splits={k: v.to(device) for k, v in self.splits.items()})
+
+    def resident(self, device: torch.device | str) -> FewShotDataset:
+        """The dataset where training runs on ``device``: moved once to a CUDA device (then
+        every batch, episode and augmentation is gathered there, with no host copy per step);
+        unchanged on the CPU, where it already is in memory or memory-mapped."""
+        return self.to(device) if torch.device(device).type == "cuda" else self
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of image data over all splits."""
+        return sum(s.images.numel() * s.images.element_size() for s in self.splits.values())
 
     @property
     def image_size(self) -> int:

@@ -41,7 +41,15 @@ class TrainLog:
     best_accuracy: float = -1.0
     best_iteration: int = -1
     hard_tasks_used: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of meta-training, validation included
+    val_seconds: float = 0.0  # the part of ``seconds`` spent evaluating val episodes
+    tasks: int = 0  # meta-train tasks (episodes) trained on, hard tasks included
+
+    @property
+    def episodes_per_s(self) -> float | None:
+        """Meta-train throughput: tasks per second of training, validation excluded."""
+        train_s = self.seconds - self.val_seconds
+        return self.tasks / train_s if self.tasks and train_s > 0 else None
 
 
 def _detach_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -83,6 +91,7 @@ def meta_train(
         log.history = list(state["history"])
         log.best_accuracy, log.best_iteration = float(state["best_accuracy"]), int(state["best_iteration"])
         log.seconds = float(state["seconds"])
+        log.val_seconds = float(state.get("val_seconds", 0.0))
 
     def save(iteration: int) -> None:
         if checkpoint is None:
@@ -98,6 +107,7 @@ def meta_train(
                 "best_accuracy": log.best_accuracy,
                 "best_iteration": log.best_iteration,
                 "seconds": log.seconds,
+                "val_seconds": log.val_seconds,
                 "running_loss": float(running),
                 "running_steps": steps_since,
             },
@@ -133,7 +143,9 @@ def meta_train(
                         "(lower the learning rate, e.g. --set hparams.lr=...)"
                     )
                 loss = float(running) / steps_since
+                val_began = time.perf_counter()
                 accs = evaluate_episodes(method, val, val_episodes, normalize, eval_batch)
+                log.val_seconds += time.perf_counter() - val_began
                 acc, ci = mean_ci95(accs.numpy() * 100)
                 log.seconds = time.perf_counter() - began
                 log.history.append({
@@ -154,6 +166,7 @@ def meta_train(
                 last_save = time.perf_counter()
     method.load_state_dict(copy.deepcopy(best_state))
     log.hard_tasks_used = strategy.hard_tasks_used
+    log.tasks = cfg.iterations * cfg.meta_batch + strategy.hard_tasks_used
     log.seconds = time.perf_counter() - began
     if not math.isfinite(log.best_accuracy):
         raise DivergenceError("meta-training produced no finite validation accuracy")

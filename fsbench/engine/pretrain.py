@@ -347,6 +347,7 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
             order_gen = torch.Generator().manual_seed(derive_seed("pretrain-order", s.seed, epoch))
             order = torch.randperm(len(train), generator=order_gen)[:per_epoch]
             running = torch.zeros((), device=device)
+            epoch_began, epoch_images = time.perf_counter(), 0
             for b in range(steps_per_epoch):
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 x = normalize(train.images[idx])
@@ -354,6 +355,7 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
                     aug_gen = torch.Generator().manual_seed(derive_seed("pretrain-augment", s.seed, epoch, b))
                     x = random_resized_crop_flip(x, aug_gen, crop)
                 y = train.labels[idx].to(device, non_blocking=True)
+                epoch_images += len(idx)
                 with ctx.autocast():
                     logits = head(model(x))
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
@@ -363,7 +365,8 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
                 scheduler.step()
                 running += loss.detach()
                 progress.advance()
-            mean_loss = float(running) / steps_per_epoch
+            mean_loss = float(running) / steps_per_epoch  # synchronises: the epoch's work is done
+            images_per_s = epoch_images / (time.perf_counter() - epoch_began)
             if not math.isfinite(mean_loss):
                 raise DivergenceError(
                     f"pre-training of {s.backbone} diverged in epoch {epoch + 1}: the loss is not "
@@ -374,7 +377,7 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
             seconds = time.perf_counter() - began
             history.append({
                 "phase": "pretrain", "step": epoch + 1, "val_accuracy": acc, "val_ci95": ci,
-                "loss": mean_loss, "seconds": seconds,
+                "loss": mean_loss, "seconds": seconds, "images_per_s": images_per_s,
             })
             if acc > best_accuracy:
                 best_accuracy, best_epoch = acc, epoch + 1
@@ -428,6 +431,7 @@ def pretrain_command(cfg: RunConfig, show_progress: bool) -> int:
             f"methods that do: {', '.join(needing) or 'none installed'}"
         )
     dataset = load_dataset(cfg.dataset, cfg.data_root, run.cache_dir / "datasets", show_progress)
+    dataset = dataset.resident(run.device)
     spec = EpisodeSpec(cfg.way, cfg.shot, cfg.query)
     result = ensure_pretrained(
         dataset, run.preset.backbone, run.preset.backbone_kwargs, run.preset.pretrain,
