@@ -62,6 +62,20 @@ def random_split(classes: int, per_class: int, size: int) -> Split:
     return Split("val", images, labels, tuple(f"c{i}" for i in range(classes)))
 
 
+def build_mtl(backbone: str, hp: MTLHparams, image_shape: tuple[int, int, int], device: torch.device,
+              way: int = 5, shot: int = 1, backbone_kwargs: dict | None = None) -> MTL:
+    """An MTL method in training mode on ``device``, from randomly initialised "pre-trained"
+    weights (the weights do not matter for timing)."""
+    kwargs = dict(backbone_kwargs or {})
+    preset = MethodPreset(backbone=backbone, backbone_kwargs=kwargs, hparams=hp, episodic=EpisodicConfig())
+    ctx = MethodContext(
+        preset=preset, backbone=backbone, backbone_kwargs=kwargs, num_train_classes=64,
+        image_shape=image_shape, device=device, seed=0, way=way, shot=shot,
+        pretrained=create_backbone(backbone, **kwargs).state_dict(),
+    )
+    return MTL(ctx).to(device).train()
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -83,14 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     normalize = Normalizer(mean, std, device)
 
     hp = MTLHparams(train_steps=args.steps, test_steps=args.test_steps)
-    preset = MethodPreset(backbone=args.backbone, hparams=hp, episodic=EpisodicConfig())
-    pretrained = create_backbone(args.backbone).state_dict()  # weights do not matter for timing
-    ctx = MethodContext(
-        preset=preset, backbone=args.backbone, backbone_kwargs={}, num_train_classes=64,
-        image_shape=split.image_shape, device=device, seed=0, way=args.way, shot=args.shot,
-        pretrained=pretrained,
-    )
-    method = MTL(ctx).to(device).train()
+    method = build_mtl(args.backbone, hp, split.image_shape, device, args.way, args.shot)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mtl_throughput import build_mtl
 
-from fsbench.backbones import create_backbone
-from fsbench.config import EpisodicConfig, MethodPreset
-from fsbench.method import MethodContext
 from plugins.mtl.method import MTL, MTLHparams
 
 WAY, SHOT, QUERY, TASKS, SIZE = 5, 1, 15, 2, 32
@@ -21,13 +19,7 @@ BACKBONE, KWARGS = "conv4", {"width": 16}
 def method() -> MTL:
     torch.manual_seed(0)
     hp = MTLHparams(train_steps=20, test_steps=100)
-    preset = MethodPreset(backbone=BACKBONE, backbone_kwargs=KWARGS, hparams=hp, episodic=EpisodicConfig())
-    ctx = MethodContext(
-        preset=preset, backbone=BACKBONE, backbone_kwargs=KWARGS, num_train_classes=64,
-        image_shape=(3, SIZE, SIZE), device=torch.device("cpu"), seed=0, way=WAY, shot=SHOT,
-        pretrained=create_backbone(BACKBONE, **KWARGS).state_dict(),
-    )
-    return MTL(ctx).train()
+    return build_mtl(BACKBONE, hp, (3, SIZE, SIZE), torch.device("cpu"), WAY, SHOT, KWARGS)
 
 
 def test_bench_mtl_meta_train_step(benchmark, method: MTL):
