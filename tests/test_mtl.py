@@ -249,3 +249,26 @@ def test_mtl_on_fc100_end_to_end_through_the_cli(tmp_path: Path):
     assert len((run_dir / "episodes.jsonl").read_text().splitlines()) == 8
     pretrained = list((tmp_path / "cache" / "pretrained").glob("fc100_conv4_smoke_*.pt"))
     assert len(pretrained) == 1  # the shared pre-trained backbone, cached for finetune too
+
+
+def test_before_meta_training_mtl_with_finetunes_base_learner_is_finetune():
+    """With a zero FC init and finetune's feature scaling, MTL's test-time base learner is exactly
+    finetune's: the only thing MTL adds is what meta-training learns (SS and the FC init)."""
+    from plugins.baselines import Finetune, FinetuneHparams
+
+    state = pretrained_state()
+    ft_hp = FinetuneHparams()
+    mtl = make_mtl(MTLHparams(fc_init="zero", feature_norm=ft_hp.feature_norm, test_steps=ft_hp.steps,
+                              inner_lr=ft_hp.lr), state=state).eval()
+    preset = MethodPreset(backbone=BACKBONE, backbone_kwargs=dict(KWARGS), hparams=ft_hp)
+    ctx = MethodContext(preset=preset, backbone=BACKBONE, backbone_kwargs=dict(KWARGS), num_train_classes=10,
+                        image_shape=(3, 16, 16), device=torch.device("cpu"), seed=0, way=WAY, shot=1,
+                        pretrained=state)
+    finetune = Finetune(ctx).eval()
+    support, sy, query, _ = tasks(t=3, shot=2, query=4, seed=5)
+    with torch.no_grad():
+        logits = [m.classify(m.embed(support.flatten(0, 1)).view(3, WAY * 2, -1), sy,
+                             m.embed(query.flatten(0, 1)).view(3, WAY * 4, -1), WAY)
+                  for m in (mtl, finetune)]
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-5)
+    assert logits[0].std() > 0.1  # the heads did learn something: a real comparison
