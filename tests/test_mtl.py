@@ -272,3 +272,16 @@ def test_before_meta_training_mtl_with_finetunes_base_learner_is_finetune():
                   for m in (mtl, finetune)]
     torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-5)
     assert logits[0].std() > 0.1  # the heads did learn something: a real comparison
+
+
+@pytest.mark.parametrize("preset", ["quick", "smoke"])
+def test_cpu_presets_use_finetunes_base_learner(preset):
+    """The CPU presets pair MTL with finetune as a clean ablation: same base learner, so the
+    paired difference is what meta-training adds (see the test above)."""
+    from plugins.baselines import FINETUNE_PRESETS
+
+    mtl, ft = PRESETS[preset].hparams, FINETUNE_PRESETS[preset].hparams
+    assert (mtl.fc_init, mtl.feature_norm, mtl.inner_lr, mtl.test_steps) == \
+        ("zero", ft.feature_norm, ft.lr, ft.steps)
+    assert ft.weight_decay == 0
+    assert PRESETS["paper"].hparams.fc_init == "kaiming" and PRESETS["paper"].hparams.feature_norm is None

@@ -38,9 +38,10 @@ Design choices (and where they depart from the official code):
   support set within its steps. Measured on the quick preset's pre-trained Conv-4 (64-d,
   mean ``|x|^2`` ~ 40, real miniImageNet val, 5-way 1-shot, Kaiming init): support loss 1.89
   before the inner loop, 1.32 after 20 steps, 0.93 after 50, 0.62 after 100, and query accuracy
-  after 100 steps on par with a nearest-centroid probe of the same features. Hence the quick
-  preset trains with 50 inner steps (the official PyTorch default) and tests with 100.
-  ``feature_norm`` (L2-normalise, rescale) and ``fc_init="zero"`` are options, off by default.
+  after 100 steps on par with a nearest-centroid probe of the same features.
+  ``feature_norm`` (L2-normalise, rescale) and ``fc_init="zero"`` are options, off in the
+  ``paper`` preset; the CPU presets (``quick``, ``smoke``) turn both on so that MTL's base
+  learner is exactly the finetune baseline's (see ``plugins/mtl/__init__.py``).
   Note that the tasks' labels are random permutations of their classes, so the outer loss is
   invariant to permuting the rows of the FC init: meta-training can only make the init more
   class-symmetric, i.e. remove the random component of its Kaiming initialisation.
