@@ -74,6 +74,10 @@ class Method(nn.Module, ABC):
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__()
         self.ctx = ctx
+        #: The outer optimizer and its schedule, if the method trains: checkpoints carry their
+        #: state (:meth:`training_state`), so a resumed run continues bit for bit.
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     # -- training ---------------------------------------------------------------------------
     def meta_train_step(
@@ -88,11 +92,18 @@ class Method(nn.Module, ABC):
         raise NotImplementedError(f"{type(self).__name__} does no episodic training")
 
     def training_state(self) -> dict[str, Any]:
-        """Optimizer (and scheduler) state for checkpoints; loadable with weights_only=True."""
-        return {}
+        """Optimizer and scheduler state for checkpoints; loadable with weights_only=True.
+
+        Override to carry more (and :meth:`load_training_state` to restore it)."""
+        return {name: obj.state_dict() for name, obj in self._training_objects().items()}
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        del state
+        for name, obj in self._training_objects().items():
+            obj.load_state_dict(state[name])
+
+    def _training_objects(self) -> dict[str, Any]:
+        objs = {"optimizer": self.optimizer, "scheduler": self.scheduler}
+        return {name: obj for name, obj in objs.items() if obj is not None}
 
     # -- test -------------------------------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:

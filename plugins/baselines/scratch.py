@@ -26,7 +26,6 @@ Design choices:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -130,13 +129,6 @@ class Scratch(Method):
         self.optimizer.step()
         self.scheduler.step()
         return StepOutput(loss.detach(), logits.detach())
-
-    def training_state(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
 
     # -- test -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -193,12 +193,6 @@ class MAML(Method):
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), episodic.grad_clip)
         self.optimizer.step()
         return StepOutput(loss.detach(), at_least_float32(logits.detach()))
-
-    def training_state(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
 
     # -- test -------------------------------------------------------------------------------
     def adapt_and_predict(self, support, support_y, query, way) -> torch.Tensor:

@@ -54,7 +54,6 @@ Design choices (and where they depart from the official code):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -205,13 +204,6 @@ class MTL(Method):
         self.optimizer.step()
         self.scheduler.step()
         return StepOutput(loss.detach(), logits.detach())
-
-    def training_state(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
 
     # -- test -------------------------------------------------------------------------------
     def adapt_heads(
