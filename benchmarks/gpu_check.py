@@ -1,9 +1,15 @@
 """The GPU check of MTL in one script: the CUDA path, bf16, and throughput on real data.
 
 Run it on a CUDA machine from the repository root, after ``benchmarks/gpu_subset.py`` has copied
-a subset of real miniImageNet into the git-ignored ``gpu_data/``::
+a subset of real miniImageNet into the git-ignored ``gpu_data/`` (carried with the checkout); on
+a machine with PyTorch, timm, pluggy, pandas, rich and filelock but no network::
 
-    python benchmarks/gpu_check.py --data-root gpu_data/miniimagenet --out "$OUT"
+    python3 -m pip install -q --no-deps --no-index --no-build-isolation -e . &&
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --data-root gpu_data/miniimagenet \
+        --out /tmp/gc --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"
+
+(``--out`` holds runs and caches, hundreds of MiB; ``--json`` puts the figures where they are
+collected.)
 
 Three parts, each printed as it finishes and collected in ``<out>/gpu_check.json``:
 
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", type=Path, required=True, help="miniImageNet subset (gpu_subset.py)")
     p.add_argument("--out", type=Path, required=True, help="folder for runs, caches and gpu_check.json")
+    p.add_argument("--json", type=Path, help="where to write the figures (default: <out>/gpu_check.json)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     p.add_argument("--dry-run", action="store_true", help="seconds-long CPU rehearsal of every part")
     args = p.parse_args(argv)
@@ -162,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     report["runs"] = {m: {k: s.get(k) for k in keys} for m, s in runs.items()}
     report["seconds"] = time.perf_counter() - began
     print(f"[3/3] real data ({report['seconds']:.0f} s):", json.dumps(report["runs"], indent=1), flush=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"gpu_check: done in {report['seconds']:.0f} s; figures in {args.out / 'gpu_check.json'}")
+    json_path = args.json or args.out / "gpu_check.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"gpu_check: done in {report['seconds']:.0f} s; figures in {json_path}")
     return 0
 
 

@@ -48,9 +48,11 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     src = tmp_path / "mini"
     write_miniimagenet_folders(src, {"train": 6, "val": 5, "test": 0}, per_class=20, size=32)
     out = tmp_path / "out"
-    proc = _run("gpu_check.py", "--data-root", src, "--out", out, "--device", "cpu", "--dry-run")
+    figures = tmp_path / "collected" / "gpu_check.json"
+    proc = _run("gpu_check.py", "--data-root", src, "--out", out, "--json", figures, "--device", "cpu",
+                "--dry-run")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((out / "gpu_check.json").read_text())
+    report = json.loads(figures.read_text())
     precision = report["precision"]
     # Every convolution of the scale-shift-wrapped ResNet-12 ran once per meta-train step
     # (support and query in one forward), in fp32 on the CPU.
