@@ -58,6 +58,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     # (support and query in one forward), in fp32 on the CPU.
     assert precision["calls"] == precision["convolutions"] > 0
     assert precision["output_dtypes"] == ["torch.float32"] and not precision["bf16"]
+    assert precision["channels_last_inputs"] < precision["calls"]  # NCHW on the CPU
     assert any(line.startswith("meta-train") and "episodes/s" in line for line in report["targets"])
     assert set(report["runs"]) == {"mtl_ht", "mtl", "finetune"}
     for run in report["runs"].values():
