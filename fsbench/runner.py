@@ -252,7 +252,9 @@ class Run:
             "eval_seconds": eval_seconds, "best_val_accuracy": train_log.best_accuracy,
             "best_iteration": train_log.best_iteration, "device": str(self.device),
             "device_name": device_name(self.device), "precision": self.precision,
-            "pretrain_images_per_s": _mean_of(history, "images_per_s", phase="pretrain"),
+            # Only for a pre-training done by this run: a cached backbone may come from another device.
+            "pretrain_images_per_s": (_mean_of(history, "images_per_s", phase="pretrain")
+                                      if pretrain_seconds > 0 else None),
             "meta_train_episodes": train_log.tasks,
             "meta_train_episodes_per_s": train_log.episodes_per_s,
             "plugin": self.record.plugin, "created": datetime.now(UTC).isoformat(),
