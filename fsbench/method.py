@@ -91,6 +91,24 @@ class Method(nn.Module, ABC):
         """One outer update on ``T`` tasks: support [T, S, C, H, W], query [T, Q, C, H, W]."""
         raise NotImplementedError(f"{type(self).__name__} does no episodic training")
 
+    def outer_step(self, loss: torch.Tensor) -> None:
+        """One outer update on ``loss``: zero the gradients, back-propagate, then
+        :meth:`apply_outer_update`."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.apply_outer_update()
+
+    def apply_outer_update(self) -> None:
+        """Step ``self.optimizer`` (after clipping the global gradient norm of its parameters to
+        ``episodic.grad_clip``, when set) and ``self.scheduler`` on the gradients now held."""
+        episodic = self.ctx.preset.episodic
+        if episodic is not None and episodic.grad_clip is not None:
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, episodic.grad_clip)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
     def training_state(self) -> dict[str, Any]:
         """Optimizer and scheduler state for checkpoints; loadable with weights_only=True.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -51,3 +52,16 @@ def test_method_without_optimizer_has_no_training_state():
     m = Tiny(_ctx(), optimizer=False)
     assert m.training_state() == {}
     m.load_training_state({})
+
+
+def test_outer_step_clips_to_episodic_grad_clip_for_every_method():
+    """``episodic.grad_clip`` is applied by the base class, so no method can silently ignore it."""
+    from fsbench.config import EpisodicConfig
+
+    ctx = _ctx()
+    ctx.preset = MethodPreset(backbone="conv4", hparams=None, episodic=EpisodicConfig(grad_clip=0.5))
+    m = Tiny(ctx, optimizer=False)
+    m.optimizer = torch.optim.SGD([m.w], lr=1.0)
+    before = m.w.detach().clone()
+    m.outer_step((10 * m.w).sum())  # gradient norm 10 * sqrt(3), clipped to 0.5
+    assert torch.linalg.vector_norm(before - m.w.detach()).item() == pytest.approx(0.5, rel=1e-5)

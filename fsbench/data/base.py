@@ -104,11 +104,6 @@ class FewShotDataset:
         return self.to(device) if torch.device(device).type == "cuda" else self
 
     @property
-    def nbytes(self) -> int:
-        """Bytes of image data over all splits."""
-        return sum(s.images.numel() * s.images.element_size() for s in self.splits.values())
-
-    @property
     def image_size(self) -> int:
         return next(iter(self.splits.values())).image_shape[-1]
 

@@ -33,12 +33,12 @@ import torch
 
 from fsbench.backbones import create_backbone
 from fsbench.config import MethodPreset
-from fsbench.engine.heads import fit_linear_heads, linear_logits
+from fsbench.engine.heads import fit_linear_heads, linear_logits, scale_features
 from fsbench.engine.pretrain import PRETRAIN_BACKBONES, PRETRAIN_PRESETS
 from fsbench.errors import ConfigError
 from fsbench.method import Method, MethodContext
 
-from .common import load_pretrained, scale_features
+from .common import load_pretrained
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,16 @@ from torch import nn
 
 from fsbench.backbones import create_backbone, feature_dim
 from fsbench.config import EpisodicConfig, MethodPreset
-from fsbench.engine.heads import adapted_query_loss, fit_linear_heads, linear_logits
+from fsbench.engine.heads import (
+    adapted_query_loss,
+    embed_tasks,
+    fit_linear_heads,
+    linear_logits,
+    scale_features,
+)
 from fsbench.engine.pretrain import PRETRAIN_BACKBONES
 from fsbench.errors import ConfigError
 from fsbench.method import Method, MethodContext, StepOutput
-
-from .common import scale_features
 
 
 @dataclass(frozen=True)
@@ -94,8 +98,6 @@ class Scratch(Method):
             self.optimizer, step_size=max(hp.lr_decay_every, 1),
             gamma=hp.lr_decay if hp.lr_decay_every else 1.0,
         )
-        episodic = ctx.preset.episodic
-        self.grad_clip = episodic.grad_clip if episodic is not None else None
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -114,20 +116,12 @@ class Scratch(Method):
     # -- training ---------------------------------------------------------------------------
     def meta_train_step(self, support, support_y, query, query_y, way) -> StepOutput:
         self._check_way(way)
-        t, s = support.shape[:2]
-        q = query.shape[1]
-        feats = self._features(torch.cat([support.flatten(0, 1), query.flatten(0, 1)]))
-        support_f, query_f = feats[: t * s].view(t, s, -1), feats[t * s :].view(t, q, -1)
+        support_f, query_f = embed_tasks(self._features, support, query)
         loss, logits = adapted_query_loss(
             support_f, support_y, query_f, query_y, way, self.hp.train_steps, self.hp.inner_lr,
             self.fc_weight, self.fc_bias, first_order=self.hp.first_order,
         )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
+        self.outer_step(loss)
         return StepOutput(loss.detach(), logits.detach())
 
     # -- test -------------------------------------------------------------------------------

@@ -188,10 +188,7 @@ class MAML(Method):
         loss, logits = self._vmap_or_loop(step)
         if self.hp.clip_value is not None:
             torch.nn.utils.clip_grad_value_(self.model.parameters(), self.hp.clip_value)
-        episodic = self.ctx.preset.episodic
-        if episodic is not None and episodic.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), episodic.grad_clip)
-        self.optimizer.step()
+        self.apply_outer_update()
         return StepOutput(loss.detach(), at_least_float32(logits.detach()))
 
     # -- test -------------------------------------------------------------------------------

@@ -56,11 +56,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fsbench.backbones import create_backbone, feature_dim
-from fsbench.engine.heads import adapted_query_loss, fit_linear_heads, linear_logits
+from fsbench.engine.heads import (
+    adapted_query_loss,
+    embed_tasks,
+    fit_linear_heads,
+    linear_logits,
+    scale_features,
+)
 from fsbench.errors import ConfigError
 from fsbench.method import Method, MethodContext, StepOutput
 
@@ -153,8 +158,6 @@ class MTL(Method):
             self.optimizer, step_size=max(hp.lr_decay_every, 1),
             gamma=hp.lr_decay if hp.lr_decay_every else 1.0,
         )
-        episodic = ctx.preset.episodic
-        self.grad_clip = episodic.grad_clip if episodic is not None else None
 
     # -- modes ------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> MTL:
@@ -169,10 +172,7 @@ class MTL(Method):
             images = images.contiguous(memory_format=torch.channels_last)
         with self.ctx.autocast():
             feats = self.backbone(images)
-        feats = feats.float()
-        if self.hp.feature_norm is not None:
-            feats = F.normalize(feats, dim=-1) * self.hp.feature_norm
-        return feats
+        return scale_features(feats.float(), self.hp.feature_norm)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self._features(images)
@@ -187,22 +187,12 @@ class MTL(Method):
     # -- training ---------------------------------------------------------------------------
     def meta_train_step(self, support, support_y, query, query_y, way) -> StepOutput:
         self._check_way(way)
-        t, s = support.shape[:2]
-        q = query.shape[1]
-        feats = self._features(torch.cat([support.flatten(0, 1), query.flatten(0, 1)]))
-        support_f = feats[: t * s].view(t, s, -1)
-        query_f = feats[t * s :].view(t, q, -1)
+        support_f, query_f = embed_tasks(self._features, support, query)
         loss, logits = adapted_query_loss(
             support_f, support_y, query_f, query_y, way, self.hp.train_steps, self.hp.inner_lr,
             self.fc_weight, self.fc_bias, first_order=self.hp.first_order,
         )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip is not None:
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
+        self.outer_step(loss)
         return StepOutput(loss.detach(), logits.detach())
 
     # -- test -------------------------------------------------------------------------------

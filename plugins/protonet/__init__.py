@@ -47,10 +47,7 @@ class ProtoNet(Method):
     def meta_train_step(self, support, support_y, query, query_y, way) -> StepOutput:
         logits = self.adapt_and_predict(support, support_y, query, way)
         loss = F.cross_entropy(logits.flatten(0, 1), query_y.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
+        self.outer_step(loss)
         return StepOutput(loss.detach(), logits.detach())
 
 
