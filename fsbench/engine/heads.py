@@ -15,6 +15,10 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from fsbench.errors import ConfigError
+from fsbench.method import Method, StepOutput
 
 
 def linear_logits(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -98,3 +102,48 @@ def scale_features(feats: torch.Tensor, norm: float | None) -> torch.Tensor:
     ``|x|^2`` in the hundreds; ``norm=10`` gives such an lr the same effective step).
     """
     return feats if norm is None else F.normalize(feats, dim=-1) * norm
+
+
+class FCHeadMetaLearner(Method):
+    """A method whose base learner is an FC head with a meta-learned initialisation (MTL, scratch).
+
+    A subclass sets ``self.backbone``, ``self.fc_weight`` [way, D], ``self.fc_bias`` [way],
+    ``self.hp`` (with ``feature_norm``, ``train_steps``, ``inner_lr``, ``first_order``),
+    ``self.optimizer`` and ``self.scheduler``; calls :meth:`_place_backbone` once the backbone is
+    built. One meta-train step embeds all images of the meta-batch in one forward, adapts the ``T``
+    heads batched (:func:`adapted_query_loss`) and takes one outer step.
+    """
+
+    backbone: nn.Module
+    fc_weight: nn.Parameter
+    fc_bias: nn.Parameter
+
+    def _place_backbone(self) -> None:
+        """channels_last on CUDA (with bf16 autocast, the fast convolution path)."""
+        self.channels_last = self.ctx.device.type == "cuda"
+        if self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with self.ctx.autocast():
+            feats = self.backbone(images)
+        return scale_features(feats.float(), self.hp.feature_norm)
+
+    def _check_way(self, way: int) -> None:
+        if way != self.fc_weight.shape[0]:
+            raise ConfigError(
+                f"{type(self).__name__}'s FC initialisation was meta-learned for "
+                f"{self.fc_weight.shape[0]}-way tasks, got a {way}-way task"
+            )
+
+    def meta_train_step(self, support, support_y, query, query_y, way) -> StepOutput:
+        self._check_way(way)
+        support_f, query_f = embed_tasks(self._features, support, query)
+        loss, logits = adapted_query_loss(
+            support_f, support_y, query_f, query_y, way, self.hp.train_steps, self.hp.inner_lr,
+            self.fc_weight, self.fc_bias, first_order=self.hp.first_order,
+        )
+        self.outer_step(loss)
+        return StepOutput(loss.detach(), logits.detach())

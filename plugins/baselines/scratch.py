@@ -32,16 +32,10 @@ from torch import nn
 
 from fsbench.backbones import create_backbone, feature_dim
 from fsbench.config import EpisodicConfig, MethodPreset
-from fsbench.engine.heads import (
-    adapted_query_loss,
-    embed_tasks,
-    fit_linear_heads,
-    linear_logits,
-    scale_features,
-)
+from fsbench.engine.heads import FCHeadMetaLearner, fit_linear_heads, linear_logits
 from fsbench.engine.pretrain import PRETRAIN_BACKBONES
 from fsbench.errors import ConfigError
-from fsbench.method import Method, MethodContext, StepOutput
+from fsbench.method import MethodContext
 
 
 @dataclass(frozen=True)
@@ -75,7 +69,7 @@ class ScratchHparams:
             raise ConfigError(f"hparams.feature_norm must be positive or null, got {self.feature_norm}")
 
 
-class Scratch(Method):
+class Scratch(FCHeadMetaLearner):
     """The whole backbone and the FC initialisation meta-trained from random initialisation."""
 
     frozen_at_test = True
@@ -86,9 +80,7 @@ class Scratch(Method):
         hp.check()
         self.hp = hp
         self.backbone = create_backbone(ctx.backbone, **ctx.backbone_kwargs)
-        self.channels_last = ctx.device.type == "cuda"
-        if self.channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
+        self._place_backbone()
         dim = feature_dim(self.backbone)
         self.fc_weight = nn.Parameter(torch.empty(ctx.way, dim))
         nn.init.kaiming_normal_(self.fc_weight)  # as MTL's FC initialisation
@@ -98,31 +90,6 @@ class Scratch(Method):
             self.optimizer, step_size=max(hp.lr_decay_every, 1),
             gamma=hp.lr_decay if hp.lr_decay_every else 1.0,
         )
-
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with self.ctx.autocast():
-            feats = self.backbone(images)
-        return scale_features(feats.float(), self.hp.feature_norm)
-
-    def _check_way(self, way: int) -> None:
-        if way != self.fc_weight.shape[0]:
-            raise ConfigError(
-                f"the FC initialisation was meta-learned for {self.fc_weight.shape[0]}-way tasks, "
-                f"got a {way}-way task"
-            )
-
-    # -- training ---------------------------------------------------------------------------
-    def meta_train_step(self, support, support_y, query, query_y, way) -> StepOutput:
-        self._check_way(way)
-        support_f, query_f = embed_tasks(self._features, support, query)
-        loss, logits = adapted_query_loss(
-            support_f, support_y, query_f, query_y, way, self.hp.train_steps, self.hp.inner_lr,
-            self.fc_weight, self.fc_bias, first_order=self.hp.first_order,
-        )
-        self.outer_step(loss)
-        return StepOutput(loss.detach(), logits.detach())
 
     # -- test -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -59,15 +59,9 @@ import torch
 from torch import nn
 
 from fsbench.backbones import create_backbone, feature_dim
-from fsbench.engine.heads import (
-    adapted_query_loss,
-    embed_tasks,
-    fit_linear_heads,
-    linear_logits,
-    scale_features,
-)
+from fsbench.engine.heads import FCHeadMetaLearner, fit_linear_heads, linear_logits
 from fsbench.errors import ConfigError
-from fsbench.method import Method, MethodContext, StepOutput
+from fsbench.method import MethodContext
 
 from .scaleshift import scale_shift_parameters, wrap_scale_shift
 
@@ -112,7 +106,7 @@ class MTLHparams:
             raise ConfigError(f"hparams.feature_norm must be positive or null, got {self.feature_norm}")
 
 
-class MTL(Method):
+class MTL(FCHeadMetaLearner):
     """Meta-Transfer Learning: scale-shift a frozen pre-trained backbone, meta-learn the FC init.
 
     Used by both records ``mtl`` and ``mtl_ht`` (the hard-task meta-batch is the core's
@@ -140,9 +134,7 @@ class MTL(Method):
             )
         self.backbone = wrap_scale_shift(backbone)
         self.backbone.eval()
-        self.channels_last = ctx.device.type == "cuda"
-        if self.channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
+        self._place_backbone()
         dim = feature_dim(self.backbone)
         self.fc_weight = nn.Parameter(torch.zeros(ctx.way, dim))
         if hp.fc_init == "kaiming":
@@ -166,34 +158,9 @@ class MTL(Method):
         self.backbone.eval()
         return self
 
-    # -- features ---------------------------------------------------------------------------
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with self.ctx.autocast():
-            feats = self.backbone(images)
-        return scale_features(feats.float(), self.hp.feature_norm)
-
+    # -- features (meta_train_step, _features: FCHeadMetaLearner) ---------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self._features(images)
-
-    def _check_way(self, way: int) -> None:
-        if way != self.fc_weight.shape[0]:
-            raise ConfigError(
-                f"MTL's FC initialisation was built for {self.fc_weight.shape[0]}-way tasks, "
-                f"got a {way}-way task"
-            )
-
-    # -- training ---------------------------------------------------------------------------
-    def meta_train_step(self, support, support_y, query, query_y, way) -> StepOutput:
-        self._check_way(way)
-        support_f, query_f = embed_tasks(self._features, support, query)
-        loss, logits = adapted_query_loss(
-            support_f, support_y, query_f, query_y, way, self.hp.train_steps, self.hp.inner_lr,
-            self.fc_weight, self.fc_bias, first_order=self.hp.first_order,
-        )
-        self.outer_step(loss)
-        return StepOutput(loss.detach(), logits.detach())
 
     # -- test -------------------------------------------------------------------------------
     def adapt_heads(
