@@ -43,8 +43,8 @@ from mtl_throughput import main as throughput_main
 from torch import nn
 
 from fsbench import cli
-from plugins.mtl.method import MTLHparams
-from plugins.mtl.scaleshift import SSConv2d
+from fsbench_plugins.mtl.method import MTLHparams
+from fsbench_plugins.mtl.scaleshift import SSConv2d
 
 #: Per scale: the backbone, `fsbench run` arguments and ``--set`` overrides (``sets`` for every
 #: run, ``meta_sets`` for the meta-trained MTL runs only) and throughput-benchmark arguments.

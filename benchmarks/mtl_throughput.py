@@ -30,7 +30,7 @@ from fsbench.data.base import Normalizer, Split
 from fsbench.engine.evaluate import evaluate_episodes
 from fsbench.episodes import EpisodeSampler, EpisodeSpec
 from fsbench.method import MethodContext
-from plugins.mtl.method import MTL, MTLHparams
+from fsbench_plugins.mtl.method import MTL, MTLHparams
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,7 +18,7 @@ import torch
 
 from fsbench.backbones import create_backbone
 from fsbench.method import MethodContext
-from plugins.baselines import FINETUNE_PRESETS, Finetune
+from fsbench_plugins.baselines import FINETUNE_PRESETS, Finetune
 
 EPISODES, WAY, SHOT, QUERY, DIM = 600, 5, 1, 15, 640
 ROUNDS = 3

@@ -20,7 +20,7 @@ import torch
 
 from fsbench.config import EpisodicConfig, MethodPreset
 from fsbench.method import MethodContext
-from plugins.maml import MAML, MAMLHparams
+from fsbench_plugins.maml import MAML, MAMLHparams
 
 WAY, SHOT, SIZE = 5, 1, 32
 BACKBONE, KWARGS = "conv4_32", {"pool": "flatten"}

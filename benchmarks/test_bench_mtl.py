@@ -9,7 +9,7 @@ import pytest
 import torch
 from mtl_throughput import build_mtl
 
-from plugins.mtl.method import MTL, MTLHparams
+from fsbench_plugins.mtl.method import MTL, MTLHparams
 
 WAY, SHOT, QUERY, TASKS, SIZE = 5, 1, 15, 2, 32
 BACKBONE, KWARGS = "conv4", {"width": 16}

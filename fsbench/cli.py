@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fsbench.config import (
     DATASETS,
@@ -25,7 +27,7 @@ examples:
   fsbench run --method maml --dataset fc100 --data-root DIR/cifar-100-python --shot 5
   fsbench methods                                   methods, their plugin and presets
   fsbench report results/ --ablation                the paper's tables, mean +- 95% CI
-  fsbench compare results/reference results/new     non-zero exit on a regression
+  fsbench compare reference/ci results/new          non-zero exit on a regression
 """
 
 
@@ -104,9 +106,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def write_plots(run_dirs: list[Path], out_dir: Path) -> None:
-    from fsbench.plots import plot_accuracy_vs_shot, plot_val_curves
     from fsbench.progress import console
-    from fsbench.report import load_runs
+    from fsbench.report.plots import plot_accuracy_vs_shot, plot_val_curves
+    from fsbench.results import load_runs
 
     df = load_runs(run_dirs)
     for path in plot_val_curves(df, out_dir) + plot_accuracy_vs_shot(df, out_dir):
@@ -135,9 +137,217 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from fsbench.engine.pretrain import pretrain_command
+    """``fsbench pretrain``: pre-train and cache the backbone that ``--method`` needs, alone."""
+    from fsbench.data import load_dataset
+    from fsbench.engine.pretrain import ensure_pretrained
+    from fsbench.episodes import EpisodeSpec
+    from fsbench.errors import ConfigError
+    from fsbench.plugins import default_registry
+    from fsbench.progress import console
+    from fsbench.runner import Run
 
-    return pretrain_command(run_config(args), show_progress=not args.quiet)
+    cfg = run_config(args)
+    show_progress = not args.quiet
+    run = Run(cfg, show_progress)
+    if run.preset.pretrain is None:
+        needing = sorted(n for n, r in default_registry().methods.items() if r.needs_pretrain)
+        raise ConfigError(
+            f"method {cfg.method!r} (preset {run.preset_name!r}) needs no pre-trained backbone; "
+            f"methods that do: {', '.join(needing) or 'none installed'}"
+        )
+    dataset = load_dataset(cfg.dataset, cfg.data_root, run.cache_dir / "datasets", show_progress)
+    dataset = dataset.resident(run.device)
+    result = ensure_pretrained(
+        dataset, run.preset.backbone, run.preset.backbone_kwargs, run.preset.pretrain,
+        run.preset_name, cfg.seed, run.device, run.cache_dir / "pretrained",
+        EpisodeSpec(cfg.way, cfg.shot, cfg.query), show_progress=show_progress, resume=True,
+    )
+    console.print(
+        f"pre-trained weights for {cfg.method!r} ({run.preset.backbone}, preset {run.preset_name}, "
+        f"best val probe {result.best_accuracy:.1f}%):"
+    )
+    print(result.path)
+    return 0
+
+
+def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """The ``report`` command: tables from run directories."""
+    from fsbench.report.render import FORMATS
+
+    parser = subparsers.add_parser(
+        "report",
+        help="tables of mean accuracy ± 95%% CI from run directories",
+        description=(
+            "Tables of mean accuracy ± 95% CI per method from run directories (or folders "
+            "containing them). Runs differing only in seed are aggregated."
+        ),
+    )
+    parser.add_argument(
+        "results",
+        nargs="+",
+        type=Path,
+        metavar="RESULTS",
+        help="run directories or folders of runs",
+    )
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="the paper's ablation rows: scratch, finetune, mtl, mtl_ht (those present)",
+    )
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="show the paper's number and ours - paper beside each cell",
+    )
+    parser.add_argument(
+        "--paired",
+        metavar="METHOD",
+        help="also a table of paired per-episode differences against METHOD "
+        "(with --format csv, only this table)",
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, default="rich", help="output format (default: rich)"
+    )
+    parser.add_argument(
+        "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout"
+    )
+    parser.add_argument(
+        "--plots",
+        type=Path,
+        metavar="DIR",
+        help="also write validation-curve and accuracy-vs-shot plots to DIR",
+    )
+    parser.set_defaults(func=cmd_report)
+    return parser
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``fsbench report``; bad input raises :class:`fsbench.results.ResultsError`."""
+    from fsbench.atomic import atomic_write_text
+    from fsbench.report.aggregate import paired_table
+    from fsbench.report.render import render, to_rich
+    from fsbench.report.tables import accuracy_table, paired_view
+    from fsbench.results import load_runs
+
+    df = load_runs(args.results)
+    views = [accuracy_table(df, ablation=args.ablation, paper=args.paper)]
+    if args.paired:
+        paired = paired_view(paired_table(df, args.paired))
+        views = [paired] if args.format == "csv" else views + [paired]
+
+    if args.format == "rich" and args.output is None:
+        from rich.console import Console
+
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        for view in views:
+            console.print(to_rich(view))
+    else:
+        text = "\n".join(render(view, args.format) for view in views)
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            if not args.output.parent.is_dir():
+                raise FsbenchError(f"--output {args.output}: folder {args.output.parent} does not exist")
+            atomic_write_text(args.output, text)
+            print(f"wrote {args.output}", file=sys.stderr)
+
+    if args.plots is not None:
+        from fsbench.report.plots import plot_accuracy_vs_shot, plot_val_curves
+
+        written = plot_val_curves(df, args.plots) + plot_accuracy_vs_shot(df, args.plots)
+        for path in written:
+            print(f"wrote {path}", file=sys.stderr)
+        if not any("val_curves" in p.name for p in written):
+            print("no validation history in these runs; no validation-curve plot", file=sys.stderr)
+    return 0
+
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """The ``compare`` command: the regression gate."""
+    from fsbench.report.compare import (
+        DEFAULT_MIN_DROP,
+        DEFAULT_TIME_FLOOR,
+        DEFAULT_TIME_RATIO,
+        DEFAULT_TOLERANCE,
+    )
+
+    parser = subparsers.add_parser(
+        "compare",
+        help="regression gate: compare new results with baseline results (exit 1 on regression)",
+        description=(
+            "Compare NEW results with BASELINE results (run directories or folders of runs). "
+            "Exit status 1 when a configuration regresses or is missing from NEW, else 0. "
+            "Same-seed runs are compared episode by episode (paired 95% CI)."
+        ),
+    )
+    parser.add_argument("baseline", type=Path, metavar="BASELINE", help="reference results")
+    parser.add_argument("new", type=Path, metavar="NEW", help="results to check")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        metavar="PTS",
+        help="largest allowed accuracy drop in points when runs share no episodes "
+        f"(default {DEFAULT_TOLERANCE:g})",
+    )
+    parser.add_argument(
+        "--min-drop",
+        type=float,
+        default=DEFAULT_MIN_DROP,
+        metavar="PTS",
+        help="a significant paired drop fails only above this many points "
+        f"(default {DEFAULT_MIN_DROP:g})",
+    )
+    parser.add_argument(
+        "--time-ratio",
+        type=float,
+        default=DEFAULT_TIME_RATIO,
+        metavar="R",
+        help=f"largest allowed ratio new/baseline train or eval time (default {DEFAULT_TIME_RATIO:g})",
+    )
+    parser.add_argument(
+        "--time-floor",
+        type=float,
+        default=DEFAULT_TIME_FLOOR,
+        metavar="S",
+        help=f"baseline times below S seconds count as S (default {DEFAULT_TIME_FLOOR:g})",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON object instead of a table"
+    )
+    parser.set_defaults(func=cmd_compare)
+    return parser
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``fsbench compare``: 1 on regression or missing configuration, 0 otherwise."""
+    from fsbench.report.compare import compare_runs, compare_table
+
+    report = compare_runs(
+        args.baseline,
+        args.new,
+        tolerance=args.tolerance,
+        time_ratio=args.time_ratio,
+        min_drop=args.min_drop,
+        time_floor=args.time_floor,
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        from rich.console import Console
+        from rich.text import Text
+
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        console.print(compare_table(report))
+        if report.failed:
+            for row in report.failures:
+                console.print(
+                    Text("FAIL ", style="bold red")
+                    + Text(f"{row.describe()}: {'; '.join(row.reasons)}")
+                )
+        else:
+            console.print(f"[green]OK[/]: {len(report.rows)} configuration(s), no regression")
+    return 1 if report.failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,9 +367,6 @@ def build_parser() -> argparse.ArgumentParser:
     p_pre.set_defaults(func=cmd_pretrain)
     p_methods = sub.add_parser("methods", help="list the methods with their plugin and presets")
     p_methods.set_defaults(func=cmd_methods)
-    from fsbench.compare import add_compare_parser
-    from fsbench.report import add_report_parser
-
     add_report_parser(sub)
     add_compare_parser(sub)
     return parser

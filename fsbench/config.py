@@ -83,6 +83,11 @@ class MethodPreset:
     pretrain: PretrainConfig | None = None  # None: the method needs no pre-trained backbone
     eval_batch: int = 50  # test episodes processed together
     description: str = ""
+    #: Provenance: setting -> its source. Keys name a setting as ``--set`` does
+    #: (``hparams.inner_lr``, ``episodic.iterations``, ``pretrain.epochs``) or ``backbone``; the
+    #: value cites the paper section or the reference code's file and line. A deliberate
+    #: deviation starts with ``DEVIATION:`` and says why.
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)

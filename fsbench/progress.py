@@ -14,6 +14,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 console = Console(stderr=True)
 
@@ -33,21 +34,43 @@ class Bar:
             self._progress.update(self._task, info=text)
 
 
+#: Below this terminal width the bars use the compact layout (short bar, clipped note).
+WIDE = 120
+
+
+def make_progress(target: Console | None = None, *, transient: bool = False,
+                  info: bool = True) -> Progress:
+    """A progress display that fits its console: counts and times are never cut.
+
+    Every column but the description and the note is ``no_wrap`` with a fixed minimum width; on
+    a console narrower than :data:`WIDE` the bar shrinks to 12 cells, the description is capped
+    at 20 and the note (loss, val accuracy) takes what is left, clipped with an ellipsis.
+    """
+    target = target or console
+    wide = target.size.width >= WIDE
+    columns = [
+        TextColumn("[bold]{task.description}", table_column=Column(
+            no_wrap=True, overflow="ellipsis", min_width=None if wide else 16,
+            max_width=None if wide else 20)),
+        BarColumn(bar_width=40 if wide else 12),
+        MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=9)),
+        TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)),
+        TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)),
+    ]
+    if info:
+        # The other columns take at most 20 + 12 + 9 + 7 + 7 cells and 5 separators.
+        note_width = None if wide else max(10, target.size.width - 61)
+        columns.append(TextColumn("{task.fields[info]}", table_column=Column(
+            no_wrap=True, overflow="ellipsis", max_width=note_width)))
+    return Progress(*columns, console=target, transient=transient, expand=False)
+
+
 @contextmanager
 def bar(description: str, total: int, enabled: bool = True, completed: int = 0) -> Iterator[Bar]:
     if not enabled:
         yield Bar(None, None)
         return
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        transient=False,
-    )
+    progress = make_progress()
     with progress:
         task = progress.add_task(description, total=total, completed=completed, info="")
         yield Bar(progress, task)

@@ -23,6 +23,7 @@ from typing import Any
 import filelock
 import torch
 
+from fsbench.atomic import atomic_write_json, atomic_write_jsonl
 from fsbench.config import HardTaskConfig, RunConfig, resolve_preset, to_jsonable
 from fsbench.data import FewShotDataset, Normalizer, load_dataset
 from fsbench.data.cache import default_cache_dir
@@ -34,15 +35,7 @@ from fsbench.hookspecs import MethodRecord
 from fsbench.method import Method, MethodContext
 from fsbench.plugins import default_registry, describe_failure
 from fsbench.progress import bar, console
-from fsbench.results import (
-    CHECKPOINT,
-    CONFIG,
-    EPISODES,
-    HISTORY,
-    SUMMARY,
-    atomic_write_json,
-    atomic_write_jsonl,
-)
+from fsbench.results import CHECKPOINT, CONFIG, EPISODES, HISTORY, SUMMARY
 from fsbench.stats import CI_FORMULA, mean_ci95
 
 

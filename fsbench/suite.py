@@ -2,7 +2,7 @@
 
 ``ci``: every first-party method (and any installed plugin's) with the smoke preset on the
 built-in synthetic data, on the CPU, 5-way 1-shot, 200 test episodes, seed 0. Its reference
-results live in ``results/reference/`` and ``.ci/run`` compares a fresh suite run against them
+results live in ``reference/ci/`` and ``.ci/run`` compares a fresh suite run against them
 with ``fsbench compare`` (see the README for refreshing the reference deliberately).
 """
 

@@ -1,4 +1,4 @@
-"""The finetune and train-from-scratch baselines (plugins.baselines) on the synthetic data."""
+"""The finetune and train-from-scratch baselines (fsbench_plugins.baselines) on the synthetic data."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fsbench.errors import ConfigError
 from fsbench.method import MethodContext
 from fsbench.plugins import default_registry
 from fsbench.runner import run
-from plugins.baselines import FINETUNE_PRESETS, SCRATCH_PRESETS, Finetune, Scratch
+from fsbench_plugins.baselines import FINETUNE_PRESETS, SCRATCH_PRESETS, Finetune, Scratch
 
 CPU = torch.device("cpu")
 
@@ -71,7 +71,7 @@ def test_second_method_reuses_the_pretrained_backbone(finetune_run, cache, tmp_p
     assert again.summary["pretrain_seconds"] == 0.0
     assert torch.equal(again.accuracies, finetune_run.accuracies)  # same weights, same episodes
     # MTL shares the preset constants, hence the cache entry.
-    from plugins.mtl import PRESETS as MTL_PRESETS
+    from fsbench_plugins.mtl import PRESETS as MTL_PRESETS
 
     mtl = MTL_PRESETS["smoke"]
     ft = FINETUNE_PRESETS["smoke"]
@@ -79,16 +79,19 @@ def test_second_method_reuses_the_pretrained_backbone(finetune_run, cache, tmp_p
 
 
 def test_pretrain_command_reuses_and_prints_the_path(finetune_run, cache, capsys):
-    code = pretrain.pretrain_command(
-        RunConfig(method="finetune", preset="smoke", cache_dir=cache), show_progress=False
-    )
+    from fsbench import cli
+
+    code = cli.main(["pretrain", "--method", "finetune", "--preset", "smoke", "--cache-dir",
+                     str(cache), "--quiet"])
     assert code == 0
     captured = capsys.readouterr()
     path = Path(captured.out.strip().splitlines()[-1])
     assert path.exists() and path.parent == cache / "pretrained"
     assert "reusing pre-trained backbone" in captured.err.replace("\n", "")
-    with pytest.raises(ConfigError, match="needs no pre-trained backbone"):
-        pretrain.pretrain_command(RunConfig(method="scratch", preset="smoke", cache_dir=cache), False)
+    code = cli.main(["pretrain", "--method", "scratch", "--preset", "smoke", "--cache-dir",
+                     str(cache), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "needs no pre-trained backbone" in err and len(err.strip().splitlines()) == 1
 
 
 def test_finetune_batched_heads_equal_one_episode_at_a_time():

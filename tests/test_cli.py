@@ -84,7 +84,7 @@ def test_smoke_run_writes_run_directory(capsys, tmp_path):
                            "--eval-split", "val", "--output", str(tmp_path), "--cache-dir", str(tmp_path / "c"),
                            "--quiet")
     assert code == 0
-    assert "+-" in out  # the final table shows accuracy +- CI
+    assert " ± " in out  # the final table shows accuracy ± CI
     (run_dir,) = [p.parent for p in tmp_path.glob("*/summary.json")]
     summary = json.loads((run_dir / "summary.json").read_text())
     for key in ("method", "dataset", "backbone", "way", "shot", "query", "episodes", "seed", "preset",
@@ -92,7 +92,7 @@ def test_smoke_run_writes_run_directory(capsys, tmp_path):
         assert key in summary
     assert summary["eval_split"] == "val" and summary["episodes"] == 30
     # Speed figures of the meta-training (all tasks of all meta-batches), on the CPU in fp32.
-    from plugins.protonet import PRESETS
+    from fsbench_plugins.protonet import PRESETS
     episodic = PRESETS["smoke"].episodic
     assert summary["meta_train_episodes"] == episodic.iterations * episodic.meta_batch
     assert summary["meta_train_episodes_per_s"] > 0 and summary["precision"] == "fp32"

@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from fsbench.compare import (
+from fsbench.cli import add_compare_parser
+from fsbench.report.compare import (
     DEFAULT_MIN_DROP,
     DEFAULT_TIME_RATIO,
     DEFAULT_TOLERANCE,
-    add_compare_parser,
     compare_runs,
 )
-from fsbench.report import ReportError
+from fsbench.results import ResultsError as ReportError
 
 try:
     from runfactory import make_run
@@ -38,7 +38,7 @@ def baseline(tmp_path):
 
 def copy_runs(src, dst, change=None):
     """Re-create every run of ``src`` under ``dst`` (same episodes), optionally changed per method."""
-    from fsbench.report import load_runs
+    from fsbench.results import load_runs
 
     for run in load_runs(src).itertuples():
         values = list(run.episode_acc)

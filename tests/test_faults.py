@@ -111,7 +111,7 @@ SLOW_EVAL = """
     from pathlib import Path
     from fsbench import hookimpl
     from fsbench.hookspecs import MethodRecord
-    from plugins.protonet import PRESETS, ProtoNet
+    from fsbench_plugins.protonet import PRESETS, ProtoNet
 
     class SlowEval(ProtoNet):
         evaluations = 0
@@ -243,7 +243,7 @@ DIVERGING = """
     import torch
     from fsbench import hookimpl
     from fsbench.hookspecs import MethodRecord
-    from plugins.protonet import PRESETS, ProtoNet
+    from fsbench_plugins.protonet import PRESETS, ProtoNet
 
     class Diverging(ProtoNet):
         def meta_train_step(self, *args):
@@ -305,7 +305,7 @@ def test_malicious_pretrained_cache_refused_without_executing(tmp_path):
 RAISING = """
     from fsbench import hookimpl
     from fsbench.hookspecs import MethodRecord
-    from plugins.protonet import PRESETS, ProtoNet
+    from fsbench_plugins.protonet import PRESETS, ProtoNet
 
     class Raising(ProtoNet):
         def meta_train_step(self, *args, **kwargs):

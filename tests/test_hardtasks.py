@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from fsbench.checkpoints import atomic_torch_save, safe_torch_load
 from fsbench.config import HardTaskConfig, RunConfig
 from fsbench.data.base import Split
 from fsbench.engine.hardtasks import HardTaskMetaBatch, PlainMetaBatch, failure_classes
 from fsbench.episodes import Episode, EpisodeSampler, EpisodeSpec, episode_labels
-from fsbench.results import atomic_torch_save, safe_torch_load
 
 WAY, SHOT, QUERY = 5, 1, 3
 

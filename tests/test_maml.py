@@ -20,7 +20,7 @@ from fsbench.episodes import EpisodeSampler, EpisodeSpec
 from fsbench.errors import ConfigError
 from fsbench.method import MethodContext
 from fsbench.runner import run
-from plugins.maml import MAML, PRESETS, MAMLHparams, PrimitiveNorms, build_learner
+from fsbench_plugins.maml import MAML, PRESETS, MAMLHparams, PrimitiveNorms, build_learner
 
 WAY, SHOT, QUERY, SIZE = 3, 2, 3, 16
 

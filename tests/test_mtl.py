@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsbench.backbones import create_backbone
+from fsbench.checkpoints import atomic_torch_save, safe_torch_load
 from fsbench.config import EpisodicConfig, MethodPreset, RunConfig
 from fsbench.errors import ConfigError
 from fsbench.method import MethodContext
-from fsbench.results import atomic_torch_save, safe_torch_load
-from plugins.mtl import MTL, PRESETS, MTLHparams
-from plugins.mtl.scaleshift import SSConv2d, scale_shift_parameters
+from fsbench_plugins.mtl import MTL, PRESETS, MTLHparams
+from fsbench_plugins.mtl.scaleshift import SSConv2d, scale_shift_parameters
 
 WAY = 5
 BACKBONE, KWARGS = "conv4", {"width": 8}
@@ -254,7 +254,7 @@ def test_mtl_on_fc100_end_to_end_through_the_cli(tmp_path: Path):
 def test_before_meta_training_mtl_with_finetunes_base_learner_is_finetune():
     """With a zero FC init and finetune's feature scaling, MTL's test-time base learner is exactly
     finetune's: the only thing MTL adds is what meta-training learns (SS and the FC init)."""
-    from plugins.baselines import Finetune, FinetuneHparams
+    from fsbench_plugins.baselines import Finetune, FinetuneHparams
 
     state = pretrained_state()
     ft_hp = FinetuneHparams()
@@ -278,7 +278,7 @@ def test_before_meta_training_mtl_with_finetunes_base_learner_is_finetune():
 def test_cpu_presets_use_finetunes_base_learner(preset):
     """The CPU presets pair MTL with finetune as a clean ablation: same base learner, so the
     paired difference is what meta-training adds (see the test above)."""
-    from plugins.baselines import FINETUNE_PRESETS
+    from fsbench_plugins.baselines import FINETUNE_PRESETS
 
     mtl, ft = PRESETS[preset].hparams, FINETUNE_PRESETS[preset].hparams
     assert (mtl.fc_init, mtl.feature_norm, mtl.inner_lr, mtl.test_steps) == \

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fsbench.plots import plot_accuracy_vs_shot, plot_val_curves
-from fsbench.report import load_runs
+from fsbench.report.plots import plot_accuracy_vs_shot, plot_val_curves
+from fsbench.results import load_runs
 
 try:
     from runfactory import curve, make_run

@@ -6,21 +6,18 @@ import argparse
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fsbench.report import (
-    ReportError,
-    accuracy_table,
-    add_report_parser,
-    aggregate,
-    load_runs,
-    paired_table,
-    paired_view,
-    render,
-)
+from fsbench.cli import add_report_parser
+from fsbench.report.aggregate import aggregate, paired_table
+from fsbench.report.render import render
+from fsbench.report.tables import accuracy_table, paired_view
+from fsbench.results import ResultsError as ReportError
+from fsbench.results import load_runs
 from fsbench.stats import mean_ci95
 
 try:
@@ -153,7 +150,8 @@ def test_markdown_marks_best(results):
     mtl_line = next(line for line in text.splitlines() if line.startswith("| mtl"))
     proto_line = next(line for line in text.splitlines() if line.startswith("| protonet"))
     assert mtl_line.count("**") == 4 and "**" not in proto_line
-    assert "|:---|---:|---:|" in text
+    align = next(line for line in text.splitlines() if line.startswith("|:-"))
+    assert re.fullmatch(r"\|:-+\|-+:\|-+:\|", align), align
 
 
 def test_latex_booktabs(results):
@@ -182,7 +180,8 @@ def test_csv_parses_back(results):
 def test_html_and_rich(results):
     view = accuracy_table(load_runs(results))
     page = render(view, "html")
-    assert page.count("<strong>") == 2 and "<caption>" in page and "&plusmn;" not in page
+    assert page.count('fsbench-marked" >') == 2 and "<caption>" in page and "&plusmn;" not in page
+    assert ".fsbench-marked {\n  font-weight: bold;" in page
     text = render(view, "rich")
     assert "miniimagenet 1-shot" in text and "mtl" in text and "±" in text
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 import fsbench.backbones  # noqa: F401  (registers the backbones with timm)
-from plugins.mtl.scaleshift import (
+from fsbench_plugins.mtl.scaleshift import (
     SSConv2d,
     scale_shift_named_parameters,
     scale_shift_parameters,

@@ -24,12 +24,13 @@ import json
 import logging
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from filelock import FileLock, Timeout
+
+from fsbench.atomic import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -143,32 +144,6 @@ def _try_load(pt_path: Path, json_path: Path, fingerprint: str) -> CacheDict | N
     return out
 
 
-def _atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> int:
-    """Write via a temp file in the same directory + fsync + os.replace; returns the byte size."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # os.open (not mkstemp) so the file gets the usual umask-based mode, not 0600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        size = os.path.getsize(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Make the rename itself durable (best effort; not every filesystem allows it).
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return size
-
-
 def _store(pt_path: Path, json_path: Path, key: str, fingerprint: str, built: CacheDict) -> None:
     tensors: dict[str, torch.Tensor] = {}
     strings: dict[str, list[str]] = {}
@@ -183,7 +158,7 @@ def _store(pt_path: Path, json_path: Path, key: str, fingerprint: str, built: Ca
     # The sidecar is the commit marker: drop it first so a crash mid-write means "rebuild".
     with contextlib.suppress(FileNotFoundError):
         json_path.unlink()
-    pt_bytes = _atomic_write(pt_path, lambda f: torch.save(tensors, f))
+    pt_bytes = atomic_write(pt_path, lambda f: torch.save(tensors, f))
     meta = {
         "format_version": FORMAT_VERSION,
         "key": key,
@@ -194,7 +169,7 @@ def _store(pt_path: Path, json_path: Path, key: str, fingerprint: str, built: Ca
         "order": list(built),
     }
     text = json.dumps(meta, indent=1)
-    _atomic_write(json_path, lambda f: f.write(text), mode="w")
+    atomic_write_text(json_path, text)
 
 
 def load_or_build(

@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 
+from fsbench.checkpoints import atomic_torch_save, safe_torch_load
 from fsbench.config import EpisodicConfig, HardTaskConfig
 from fsbench.data.base import Normalizer, Split
 from fsbench.episodes import Episode, EpisodeSampler, EpisodeSpec
 from fsbench.errors import DivergenceError
 from fsbench.method import Method
 from fsbench.progress import bar
-from fsbench.results import atomic_torch_save, safe_torch_load
 from fsbench.stats import mean_ci95
 
 from .evaluate import evaluate_episodes

@@ -39,19 +39,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fsbench.atomic import atomic_write_json
 from fsbench.backbones import create_backbone, feature_dim
-from fsbench.config import MethodPreset, PretrainConfig, RunConfig, to_jsonable
+from fsbench.checkpoints import atomic_torch_save, safe_torch_load
+from fsbench.config import MethodPreset, PretrainConfig, to_jsonable
 from fsbench.data.base import FewShotDataset, Normalizer, Split
 from fsbench.episodes import EpisodeSampler, EpisodeSpec, derive_seed
 from fsbench.errors import ConfigError, DivergenceError
 from fsbench.method import Method, MethodContext
 from fsbench.progress import bar, console
-from fsbench.results import atomic_torch_save, atomic_write_json, safe_torch_load
 from fsbench.stats import mean_ci95
 
 from .augment import CropFlip, random_resized_crop_flip
 from .evaluate import evaluate_episodes
-from .functional import nearest_centroid_logits
+from .prototypes import nearest_centroid_logits
 
 __all__ = [
     "PRETRAIN_BACKBONES",
@@ -59,7 +60,6 @@ __all__ = [
     "PretrainResult",
     "cache_key",
     "ensure_pretrained",
-    "pretrain_command",
     "probe_spec",
 ]
 
@@ -416,31 +416,3 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
         cached=False, best_accuracy=best_accuracy, best_epoch=best_epoch,
     )
 
-
-def pretrain_command(cfg: RunConfig, show_progress: bool) -> int:
-    """``fsbench pretrain``: pre-train and cache the backbone that ``cfg.method`` needs."""
-    from fsbench.data import load_dataset
-    from fsbench.plugins import default_registry
-    from fsbench.runner import Run
-
-    run = Run(cfg, show_progress)
-    if run.preset.pretrain is None:
-        needing = sorted(n for n, r in default_registry().methods.items() if r.needs_pretrain)
-        raise ConfigError(
-            f"method {cfg.method!r} (preset {run.preset_name!r}) needs no pre-trained backbone; "
-            f"methods that do: {', '.join(needing) or 'none installed'}"
-        )
-    dataset = load_dataset(cfg.dataset, cfg.data_root, run.cache_dir / "datasets", show_progress)
-    dataset = dataset.resident(run.device)
-    spec = EpisodeSpec(cfg.way, cfg.shot, cfg.query)
-    result = ensure_pretrained(
-        dataset, run.preset.backbone, run.preset.backbone_kwargs, run.preset.pretrain,
-        run.preset_name, cfg.seed, run.device, run.cache_dir / "pretrained", spec,
-        show_progress=show_progress, resume=True,
-    )
-    console.print(
-        f"pre-trained weights for {cfg.method!r} ({run.preset.backbone}, preset {run.preset_name}, "
-        f"best val probe {result.best_accuracy:.1f}%):"
-    )
-    print(result.path)
-    return 0

@@ -3,12 +3,12 @@
 * ``finetune`` -- "Finetune on pre-trained model": the backbone pre-trained by many-shot
   classification (:mod:`fsbench.engine.pretrain`, the same cached network MTL starts from) is
   frozen; each test episode trains a fresh linear (FC) head on its support features
-  (:class:`plugins.baselines.finetune.Finetune`). No meta-training.
+  (:class:`fsbench_plugins.baselines.finetune.Finetune`). No meta-training.
 * ``scratch`` -- "Train from scratch": the same backbone and the same FC-head base learner as
   MTL (an FC head trained per task by gradient descent from a meta-learned initialisation), but
   meta-trained episodically from a random initialisation with every backbone weight updated by
   the meta-gradient, no pre-training and no scale-and-shift
-  (:class:`plugins.baselines.scratch.Scratch`). Episodic, so ``--hard-tasks`` applies to it too.
+  (:class:`fsbench_plugins.baselines.scratch.Scratch`). Episodic, so ``--hard-tasks`` applies to it too.
 
 Both are frozen at test time: the backbone is not adapted per episode, only the FC head, so the
 core embeds every test image once and the heads of a whole batch of episodes are fitted at once.

@@ -13,7 +13,7 @@ Methods:
 * ``maml_ht``: the same, with the hard-task meta-batch of Sun et al. (CVPR 2019), which the
   MTL paper reports as "MAML + HT" (the core's :mod:`fsbench.engine.hardtasks`).
 
-Implementation (see :mod:`plugins.maml.method` and :mod:`plugins.maml.functional`):
+Implementation (see :mod:`fsbench_plugins.maml.method` and :mod:`fsbench_plugins.maml.inner_loop`):
 
 * ``torch.func``: ``functional_call`` + ``grad`` for the inner loop, ``vmap`` over the tasks of
   a meta-batch and over the episodes of an evaluation batch, with an automatic per-task-loop
@@ -48,7 +48,7 @@ from fsbench import hookimpl
 from fsbench.config import EpisodicConfig, MethodPreset
 from fsbench.hookspecs import MethodRecord
 
-from .functional import InnerLoop, PrimitiveNorms, use_batch_statistics
+from .inner_loop import InnerLoop, PrimitiveNorms, use_batch_statistics
 from .method import MAML, MAMLHparams, build_learner
 
 __all__ = [

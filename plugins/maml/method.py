@@ -4,7 +4,7 @@ Model-Agnostic Meta-Learning (Finn, Abbeel, Levine, ICML 2017). The learner is
 ``create_backbone(backbone, num_classes=way)``: the backbone with its own ``way``-output linear
 classifier (timm's ``num_classes`` head), every parameter of which is meta-learned and adapted in
 the inner loop. BatchNorm uses batch statistics at meta-training and at test
-(:func:`plugins.maml.functional.use_batch_statistics`).
+(:func:`fsbench_plugins.maml.inner_loop.use_batch_statistics`).
 
 The tasks of a meta-batch (and the test episodes of an evaluation batch) run batched with
 ``torch.func.vmap`` over the per-task inner loop. If vmap fails on a backbone (an operation
@@ -28,7 +28,7 @@ from fsbench.backbones import create_backbone
 from fsbench.errors import ConfigError
 from fsbench.method import Method, MethodContext, StepOutput
 
-from .functional import (
+from .inner_loop import (
     InnerLoop,
     Params,
     PrimitiveNorms,

@@ -1,6 +1,6 @@
 """Meta-Transfer Learning and MTL + hard tasks (Sun, Liu, Chua, Schiele, CVPR 2019).
 
-Two methods, one class (:class:`plugins.mtl.method.MTL`):
+Two methods, one class (:class:`fsbench_plugins.mtl.method.MTL`):
 
 * ``mtl``: scale-shift meta-training of a frozen pre-trained backbone with a meta-learned FC
   initialisation;

@@ -2,7 +2,7 @@
 Learning", CVPR 2019): the method.
 
 A backbone pre-trained by many-shot classification (:mod:`fsbench.engine.pretrain`) is frozen and
-every convolution gets a learnable scale and shift (SS, :mod:`plugins.mtl.scaleshift`). The base
+every convolution gets a learnable scale and shift (SS, :mod:`fsbench_plugins.mtl.scaleshift`). The base
 learner is a linear (FC) head trained per task by plain gradient descent on the support features
 (:func:`fsbench.engine.heads.fit_linear_heads`); its *initialisation* (``fc_weight`` [way, D],
 ``fc_bias`` [way]) is meta-learned together with SS by Adam on the query loss of the adapted head.

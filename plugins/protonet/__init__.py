@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from fsbench import hookimpl
 from fsbench.backbones import create_backbone
 from fsbench.config import EpisodicConfig, MethodPreset
-from fsbench.engine.functional import nearest_centroid_logits
+from fsbench.engine.prototypes import nearest_centroid_logits
 from fsbench.hookspecs import MethodRecord
 from fsbench.method import Method, MethodContext, StepOutput
 

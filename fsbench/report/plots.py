@@ -1,4 +1,4 @@
-"""Figures from loaded runs (a :func:`fsbench.report.load_runs` DataFrame).
+"""Figures from loaded runs (a :func:`fsbench.results.load_runs` DataFrame).
 
 * :func:`plot_val_curves`: validation accuracy over training steps, one line per run (shaded
   ± its 95% CI), like the MTL paper's validation-curve figure; one panel per
@@ -6,16 +6,14 @@
 * :func:`plot_accuracy_vs_shot`: test accuracy ± 95% CI against the number of shots, one line per
   method, one panel per dataset (validation-split runs get their own, labelled panels).
 
-Both write PNG and SVG atomically (temporary file + ``os.replace``) and return the paths. They
+Both write PNG and SVG atomically (:mod:`fsbench.atomic`) and return the paths. They
 draw on :class:`matplotlib.figure.Figure` objects directly: no pyplot, no global backend
 switch, no display needed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +21,11 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fsbench.report import (
-    EVAL_SPLITS,
-    aggregate,
-    column_label,
-    dataset_sort_key,
-    make_readable,
-    method_sort_key,
-    row_labels,
-)
+from fsbench.atomic import atomic_write
+from fsbench.results import EVAL_SPLITS
+
+from .aggregate import aggregate
+from .labels import column_label, dataset_sort_key, method_sort_key, row_labels
 
 PHASES = ("pretrain", "meta_train")
 PHASE_LABELS = {"pretrain": "pre-training", "meta_train": "meta-training"}
@@ -41,22 +35,14 @@ LINESTYLES = ("-", "--", ":", "-.")
 
 
 def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in FORMATS:
         path = out_dir / f"{stem}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            make_readable(fd)
-            # No timestamp and fixed element ids in the SVG: unchanged plots are byte-identical.
-            metadata: dict[str, Any] = {"Date": None} if fmt == "svg" else {}
-            with os.fdopen(fd, "wb") as fh, matplotlib.rc_context({"svg.hashsalt": "fsbench"}):
-                fig.savefig(fh, format=fmt, dpi=DPI, metadata=metadata)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        # No timestamp and fixed element ids in the SVG: unchanged plots are byte-identical.
+        metadata: dict[str, Any] = {"Date": None} if fmt == "svg" else {}
+        with matplotlib.rc_context({"svg.hashsalt": "fsbench"}):
+            atomic_write(path, lambda fh, fmt=fmt, metadata=metadata: fig.savefig(
+                fh, format=fmt, dpi=DPI, metadata=metadata))
         paths.append(path)
     return paths
 

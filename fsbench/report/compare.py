@@ -34,21 +34,19 @@ results are noted but do not fail the gate.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fsbench.report import ReportError, column_label, dataset_sort_key, load_runs, method_sort_key
+from fsbench.results import ResultsError, load_runs
 from fsbench.stats import paired_difference
+
+from .labels import column_label, dataset_sort_key, method_sort_key
 
 #: Runs are matched on these summary fields (and paired on seed when both sides have it).
 MATCH_KEYS: tuple[str, ...] = (
@@ -298,7 +296,7 @@ def compare_runs(
         ("time_floor", time_floor, 0.0),
     ):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= lowest):
-            raise ReportError(f"{name} must be a number >= {lowest:g}, got {value!r}")
+            raise ResultsError(f"{name} must be a number >= {lowest:g}, got {value!r}")
     base_df = load_runs(baseline_paths)
     new_df = load_runs(new_paths)
 
@@ -431,82 +429,3 @@ def compare_table(report: CompareReport):
             Text("; ".join(row.reasons + row.notes), style=style if row.reasons else "dim"),
         )
     return table
-
-
-def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``compare`` subcommand to an argparse ``subparsers`` object."""
-    parser = subparsers.add_parser(
-        "compare",
-        help="regression gate: compare new results with baseline results (exit 1 on regression)",
-        description=(
-            "Compare NEW results with BASELINE results (run directories or folders of runs). "
-            "Exit status 1 when a configuration regresses or is missing from NEW, else 0. "
-            "Same-seed runs are compared episode by episode (paired 95% CI)."
-        ),
-    )
-    parser.add_argument("baseline", type=Path, metavar="BASELINE", help="reference results")
-    parser.add_argument("new", type=Path, metavar="NEW", help="results to check")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=DEFAULT_TOLERANCE,
-        metavar="PTS",
-        help="largest allowed accuracy drop in points when runs share no episodes "
-        f"(default {DEFAULT_TOLERANCE:g})",
-    )
-    parser.add_argument(
-        "--min-drop",
-        type=float,
-        default=DEFAULT_MIN_DROP,
-        metavar="PTS",
-        help="a significant paired drop fails only above this many points "
-        f"(default {DEFAULT_MIN_DROP:g})",
-    )
-    parser.add_argument(
-        "--time-ratio",
-        type=float,
-        default=DEFAULT_TIME_RATIO,
-        metavar="R",
-        help=f"largest allowed ratio new/baseline train or eval time (default {DEFAULT_TIME_RATIO:g})",
-    )
-    parser.add_argument(
-        "--time-floor",
-        type=float,
-        default=DEFAULT_TIME_FLOOR,
-        metavar="S",
-        help=f"baseline times below S seconds count as S (default {DEFAULT_TIME_FLOOR:g})",
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print a JSON object instead of a table"
-    )
-    parser.set_defaults(func=run_compare)
-    return parser
-
-
-def run_compare(args: argparse.Namespace) -> int:
-    """Run ``fsbench compare``: 1 on regression or missing configuration, 0 otherwise."""
-    report = compare_runs(
-        args.baseline,
-        args.new,
-        tolerance=args.tolerance,
-        time_ratio=args.time_ratio,
-        min_drop=args.min_drop,
-        time_floor=args.time_floor,
-    )
-    if args.json:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
-    else:
-        from rich.console import Console
-        from rich.text import Text
-
-        console = Console(width=None if sys.stdout.isatty() else 200)
-        console.print(compare_table(report))
-        if report.failed:
-            for row in report.failures:
-                console.print(
-                    Text("FAIL ", style="bold red")
-                    + Text(f"{row.describe()}: {'; '.join(row.reasons)}")
-                )
-        else:
-            console.print(f"[green]OK[/]: {len(report.rows)} configuration(s), no regression")
-    return 1 if report.failed else 0

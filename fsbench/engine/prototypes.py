@@ -1,4 +1,4 @@
-"""Small batched building blocks shared by the core and the plugins."""
+"""Prototypes and nearest-centroid logits, batched over tasks (ProtoNets and the pre-training probe)."""
 
 from __future__ import annotations
 
