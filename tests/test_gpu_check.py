@@ -13,6 +13,8 @@ from pathlib import Path
 
 from datagen import write_miniimagenet_folders
 
+from fsbench.engine.precision import resolve_precision
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 
@@ -62,7 +64,8 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert any(line.startswith("meta-train") and "episodes/s" in line for line in report["targets"])
     assert set(report["runs"]) == {"mtl_ht", "mtl", "finetune"}
     for run in report["runs"].values():
-        assert 0 <= run["accuracy"] <= 100 and run["precision"] == "fp32"
+        # The runs use --precision auto: bf16 on a CPU with native bf16, fp32 elsewhere.
+        assert 0 <= run["accuracy"] <= 100 and run["precision"] == resolve_precision("auto", "cpu").label
     # The first run pre-trains; the others reuse its cached backbone and report no pre-training speed.
     assert report["runs"]["mtl_ht"]["pretrain_images_per_s"] > 0
     assert report["runs"]["mtl"]["pretrain_images_per_s"] is None

@@ -119,17 +119,12 @@ class FCHeadMetaLearner(Method):
     fc_bias: nn.Parameter
 
     def _place_backbone(self) -> None:
-        """channels_last on CUDA (with bf16 autocast, the fast convolution path)."""
-        self.channels_last = self.ctx.device.type == "cuda"
-        if self.channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
+        """The backbone in the run's memory format (channels_last under a bf16 policy)."""
+        self.ctx.precision.prepare(self.backbone)
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with self.ctx.autocast():
-            feats = self.backbone(images)
-        return scale_features(feats.float(), self.hp.feature_norm)
+        """float32 features of ``images``: the forward under the run's precision policy."""
+        return scale_features(self.ctx.precision.forward(self.backbone, images), self.hp.feature_norm)
 
     def _check_way(self, way: int) -> None:
         if way != self.fc_weight.shape[0]:

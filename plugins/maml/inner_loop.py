@@ -214,6 +214,37 @@ class InnerLoop:
             }
         return params
 
+    def adapt_without_graph(
+        self, params: Params, buffers: Params, images: torch.Tensor, labels: torch.Tensor
+    ) -> Params:
+        """:meth:`adapt` for test time (first order, nothing differentiated through it): plain
+        ``torch.autograd.grad`` on detached leaves, no ``torch.func`` transform and no graph kept
+        from one step to the next. Computes the same values as ``adapt(first_order=True)``."""
+        params = {name: p.detach().requires_grad_() for name, p in params.items()}
+        for _ in range(self.steps):
+            with torch.enable_grad():
+                loss = self.support_loss(params, buffers, images, labels)
+                grads = torch.autograd.grad(loss, list(params.values()))
+            with torch.no_grad():
+                params = {
+                    name: (p - self.lr * g).requires_grad_()
+                    for (name, p), g in zip(params.items(), grads, strict=True)
+                }
+        return {name: p.detach() for name, p in params.items()}
+
+    def predict(
+        self,
+        params: Params,
+        buffers: Params,
+        support: torch.Tensor,
+        support_y: torch.Tensor,
+        query: torch.Tensor,
+    ) -> torch.Tensor:
+        """Query logits [Q, way] of one test task, adapted by :meth:`adapt_without_graph`."""
+        adapted = self.adapt_without_graph(params, buffers, support, support_y)
+        with torch.no_grad():
+            return self.logits(adapted, buffers, query)
+
     def __call__(
         self,
         params: Params,

@@ -11,10 +11,18 @@ The tasks of a meta-batch (and the test episodes of an evaluation batch) run bat
 without a batching rule, data-dependent control flow, ...), the failure is reported once with a
 ``RuntimeWarning`` and the method switches to a per-task loop for the rest of its life; the
 ``batched`` hparam selects the loop from the start.
+
+Precision (``ctx.precision``, :mod:`fsbench.engine.precision`): the forward passes run under the
+run's policy (bf16 autocast + channels_last where native); losses are fp32. In fp32, and always
+under vmap, BatchNorm is computed from primitives (:class:`~.inner_loop.PrimitiveNorms`); the
+per-task loop under bf16 uses PyTorch's fused batch norm instead (the same function, 3x faster
+on a CPU). At test the inner loop is first order and nothing is differentiated through it, so the
+loop adapts with plain ``torch.autograd.grad`` (:meth:`~.inner_loop.InnerLoop.predict`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from fsbench.backbones import create_backbone
+from fsbench.backbones import create_backbone, with_image_size
 from fsbench.errors import ConfigError
 from fsbench.method import Method, MethodContext, StepOutput
 
@@ -83,12 +91,10 @@ def build_learner(ctx: MethodContext) -> torch.nn.Module:
     original MAML flattens Conv-4's 5x5 map at 84x84) without an ``img_size``, the dataset's
     image size is filled in.
     """
-    kwargs = dict(ctx.backbone_kwargs)
-    if kwargs.get("pool") == "flatten":
-        kwargs.setdefault("img_size", tuple(ctx.image_shape[1:]))
+    kwargs = with_image_size(ctx.backbone_kwargs, ctx.image_shape)
     model = create_backbone(ctx.backbone, num_classes=ctx.way, **kwargs)
     use_batch_statistics(model)
-    return model
+    return ctx.precision.prepare(model)  # channels_last weights under a bf16 policy
 
 
 class MAML(Method):
@@ -148,12 +154,20 @@ class MAML(Method):
     ) -> torch.Tensor:
         """Query logits [T, Q, way] of ``T`` tasks, each adapted from ``params`` by ``loop``."""
         buffers = dict(self.model.named_buffers())
-        with PrimitiveNorms():
-            if batched:
+        if batched:
+            with PrimitiveNorms():
                 run = vmap(loop, in_dims=(None, None, 0, 0, 0), randomness="different")
                 return run(params, buffers, support, support_y, query)
+        prec = self.ctx.precision
+        # The per-task loop: PrimitiveNorms in fp32 (the same function as the vmap path, bit for
+        # bit the reference); under bf16 PyTorch's fused batch norm (batch statistics, correct to
+        # any order outside vmap), 3x faster on a CPU than the fp32 primitives it replaces.
+        norms = PrimitiveNorms() if prec.dtype == "fp32" else contextlib.nullcontext()
+        # At test nothing is differentiated through the inner loop: adapt without torch.func.
+        call = loop.predict if not torch.is_grad_enabled() and loop.first_order else loop
+        with norms:
             return torch.stack([
-                loop(params, buffers, support[t], support_y[t], query[t])
+                call(params, buffers, prec.input(support[t]), support_y[t], prec.input(query[t]))
                 for t in range(support.shape[0])
             ])
 
