@@ -11,8 +11,9 @@ that implements :func:`fsbench_methods` with ``@fsbench.hookimpl``. fsbench's ow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -54,4 +55,28 @@ class MethodRecord:
 @hookspec
 def fsbench_methods() -> list[MethodRecord]:
     """Return the methods this plugin provides (one record per method name)."""
+    raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ExecutorRecord:
+    """A sweep executor a plugin offers (``fsbench sweep --executor NAME``).
+
+    ``factory`` builds the executor from the sweep's options (an
+    :class:`fsbench.sweep.executors.ExecutorOptions`); the object it returns implements
+    :class:`fsbench.sweep.executors.Executor`. ``requires`` is the install command of an optional
+    dependency, shown when it is missing (e.g. ``pip install "fsbench[ray]"``).
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    requires: str = ""
+    plugin: str = field(default="", compare=False)
+    origin: str = field(default="", compare=False)
+
+
+@hookspec
+def fsbench_executors() -> list[ExecutorRecord]:
+    """Return the sweep executors this plugin provides (one record per executor name)."""
     raise NotImplementedError

@@ -13,12 +13,13 @@ import os
 import traceback
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import Any
 
 import pluggy
 
 from fsbench import hookspecs
 from fsbench.errors import ConfigError, PluginError
-from fsbench.hookspecs import MethodRecord
+from fsbench.hookspecs import ExecutorRecord, MethodRecord
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 DISABLE_ENV = "FSBENCH_DISABLE_PLUGINS"
@@ -27,6 +28,7 @@ DISABLE_ENV = "FSBENCH_DISABLE_PLUGINS"
 @dataclass
 class Registry:
     methods: dict[str, MethodRecord] = field(default_factory=dict)
+    executors: dict[str, ExecutorRecord] = field(default_factory=dict)  # sweep executors
     problems: list[str] = field(default_factory=list)  # plugins reported and skipped
 
     def get(self, name: str) -> MethodRecord:
@@ -35,6 +37,13 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self.methods)) or "none (is fsbench installed? pip install -e .)"
             raise ConfigError(f"unknown method {name!r}; available: {known}") from None
+
+    def executor(self, name: str) -> ExecutorRecord:
+        try:
+            return self.executors[name]
+        except KeyError:
+            known = ", ".join(sorted(self.executors)) or "none"
+            raise ConfigError(f"unknown executor {name!r}; available: {known}") from None
 
 
 def disabled_plugins() -> set[str]:
@@ -68,33 +77,44 @@ def load_registry(extra: dict[str, object] | None = None, entry_points: bool = T
             pm.register(obj, name=name)
             origins[name] = "registered in-process"
     pm.check_pending()
+    registry.methods = _collect(pm.hook.fsbench_methods, MethodRecord, "method", registry, origins)
+    registry.executors = _collect(pm.hook.fsbench_executors, ExecutorRecord, "executor", registry,
+                                  origins)
+    return registry
+
+
+def _collect(hook: Any, record_type: type, kind: str, registry: Registry,
+             origins: dict[str, str]) -> dict[str, Any]:
+    """The records every plugin's ``hook`` returns, by name, each tagged with its plugin and
+    origin. A plugin that raises or returns something else is reported and skipped; a name two
+    plugins provide is an error that names both."""
     owner: dict[str, str] = {}
-    for impl in pm.hook.fsbench_methods.get_hookimpls():
+    out: dict[str, Any] = {}
+    for impl in hook.get_hookimpls():
         plugin = impl.plugin_name
         try:
             records = impl.function()
         except Exception as exc:
             registry.problems.append(
-                f"plugin {plugin!r} raised while listing its methods and was skipped: "
+                f"plugin {plugin!r} raised while listing its {kind}s and was skipped: "
                 f"{type(exc).__name__}: {exc}"
             )
             continue
         for rec in records or []:
-            if not isinstance(rec, MethodRecord):
+            if not isinstance(rec, record_type):
                 registry.problems.append(
-                    f"plugin {plugin!r} returned {type(rec).__name__}, not a MethodRecord; skipped"
+                    f"plugin {plugin!r} returned {type(rec).__name__}, not a {record_type.__name__}; "
+                    "skipped"
                 )
                 continue
             if rec.name in owner:
                 raise PluginError(
-                    f"method {rec.name!r} is provided by two plugins: {owner[rec.name]!r} and {plugin!r}; "
-                    f"disable one with {DISABLE_ENV}"
+                    f"{kind} {rec.name!r} is provided by two plugins: {owner[rec.name]!r} and "
+                    f"{plugin!r}; disable one with {DISABLE_ENV}"
                 )
             owner[rec.name] = plugin
-            registry.methods[rec.name] = replace(
-                rec, plugin=plugin, origin=origins.get(plugin, "?")
-            )
-    return registry
+            out[rec.name] = replace(rec, plugin=plugin, origin=origins.get(plugin, "?"))
+    return out
 
 
 @lru_cache(maxsize=1)

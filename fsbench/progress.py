@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -17,6 +17,10 @@ from rich.progress import (
 from rich.table import Column
 
 console = Console(stderr=True)
+
+#: Called with each bar's description as the bar starts ("pre-train", "meta-train", "evaluate
+#: (test)"), shown or not: a sweep worker reports its job's phase through it.
+phase_listeners: list[Callable[[str], None]] = []
 
 
 class Bar:
@@ -67,6 +71,8 @@ def make_progress(target: Console | None = None, *, transient: bool = False,
 
 @contextmanager
 def bar(description: str, total: int, enabled: bool = True, completed: int = 0) -> Iterator[Bar]:
+    for listener in phase_listeners:
+        listener(description)
     if not enabled:
         yield Bar(None, None)
         return

@@ -115,4 +115,4 @@ def test_every_hookspec_has_a_test():
     from fsbench import hookspecs
 
     specs = {name for name in dir(hookspecs) if name.startswith("fsbench_")}
-    assert specs == {"fsbench_methods"}
+    assert specs == {"fsbench_methods", "fsbench_executors"}  # executors: tests/test_sweep.py

@@ -1,0 +1,298 @@
+"""A sweep's grid: lists of `fsbench run` options -> the runs of their cartesian product.
+
+From the command line every ``fsbench run`` option takes a comma-separated list
+(``--method mtl,mtl_ht --shot 1,5 --seed 0,1,2``). From a TOML file::
+
+    output = "results/ablation"        # top level: settings of every grid (scalars or lists)
+    episodes = 600
+    seed = [0, 1, 2]
+
+    [[grid]]                           # each [[grid]] is one cartesian product; the sweep is
+    dataset = "miniimagenet"           # the union of them (a run listed twice runs once)
+    data_root = "/data/miniimagenet"
+    method = ["scratch", "finetune", "mtl", "mtl_ht"]
+    shot = [1, 5]
+
+    [grid.pretrain]                    # [hparams] / [episodic] / [pretrain] tables: overrides,
+    epochs = 50                        # as in `fsbench run --config` (applied, not swept)
+
+Options given on the command line replace the file's value in every grid. Settings that are not
+swept (``output``, ``cache_dir``) are single values. A grid is checked before any job starts:
+an unknown key or method, an empty list or a value of the wrong type is a one-line error naming
+the key (the planner then checks each run against its dataset, e.g. a shot too large).
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from fsbench.config import (
+    DATASETS,
+    EVAL_SPLITS,
+    HT_FILL_RULES,
+    OVERRIDE_SECTIONS,
+    PRESETS,
+    RunConfig,
+    load_config_file,
+)
+from fsbench.errors import ConfigError
+
+__all__ = ["AXES", "SINGLE", "Axis", "expand", "grid_configs", "load_grid_file", "parse_list"]
+
+
+def _int(text: Any) -> int:
+    if isinstance(text, bool):
+        raise ValueError("a boolean is not an integer")
+    if isinstance(text, int):
+        return text
+    return int(str(text).strip())
+
+
+def _str(text: Any) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"expected a string, got {type(text).__name__}")
+    value = text.strip()
+    if not value:
+        raise ValueError("empty string")
+    return value
+
+
+def _path(text: Any) -> Path:
+    return Path(_str(str(text) if isinstance(text, Path) else text)).expanduser()
+
+
+_BOOLS = {"on": True, "true": True, "yes": True, "1": True,
+          "off": False, "false": False, "no": False, "0": False, "default": None}
+
+
+def _bool_or_default(text: Any) -> bool | None:
+    if text is None or isinstance(text, bool):
+        return text
+    key = str(text).strip().lower()
+    if key not in _BOOLS:
+        raise ValueError("expected on, off or default")
+    return _BOOLS[key]
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(text: Any) -> str:
+        value = _str(text)
+        if value not in choices:
+            raise ValueError(f"choose from {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One sweepable ``fsbench run`` option: its RunConfig field and how a value is parsed."""
+
+    field: str
+    parse: Callable[[Any], Any]
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+#: The options a sweep takes as lists, in the order the product varies them (last fastest).
+AXES: tuple[Axis, ...] = (
+    Axis("dataset", _choice(DATASETS), "datasets"),
+    Axis("data_root", _path, "dataset directories (one per --dataset value, or one for all)"),
+    Axis("eval_split", _choice(EVAL_SPLITS), "splits of the test episodes"),
+    Axis("preset", _choice(PRESETS), "presets"),
+    Axis("backbone", _str, "backbones (default: each preset's)"),
+    Axis("way", _int, "ways"),
+    Axis("shot", _int, "shots"),
+    Axis("query", _int, "queries per class"),
+    Axis("episodes", _int, "test episodes"),
+    Axis("method", _str, "methods (see `fsbench methods`)"),
+    Axis("hard_tasks", _bool_or_default, "hard-task meta-batch: on, off or default"),
+    Axis("ht_every", _int, "hard meta-batch every N meta-batches"),
+    Axis("ht_count", _int, "hard tasks per hard meta-batch"),
+    Axis("ht_fill", _choice(HT_FILL_RULES), "hard-task fill rules"),
+    Axis("ht_mode", _str, "hard-task modes (see `fsbench run --help`)"),
+    Axis("device", _str, "devices: auto, cpu or cuda"),
+    Axis("config", _path, "override files ([hparams], [episodic], [pretrain]); one run per file"),
+    Axis("seed", _int, "seeds (training)"),
+    Axis("episode_seed", _int, "seeds of the test episodes"),
+    Axis("precision", _choice(("auto", "fp32", "bf16")), "precision policies: auto, fp32 or bf16"),
+)
+# Only the options this version's RunConfig has (config files are not a RunConfig field).
+AXES = tuple(a for a in AXES if a.field == "config" or a.field in {f.name for f in fields(RunConfig)})
+_BY_FIELD = {a.field: a for a in AXES}
+
+#: Settings of the whole sweep: one value, not a list.
+SINGLE: dict[str, Callable[[Any], Any]] = {"output": _path, "cache_dir": _path}
+
+
+def parse_list(key: str, raw: Any, axis: Axis) -> list[Any]:
+    """``"1,5"`` or ``[1, 5]`` or ``1`` -> ``[1, 5]`` / ``[1]``, each value parsed and checked."""
+    where = key  # the flag (--shot) or the file's key (grid[0].shot)
+    if isinstance(raw, str):
+        items: list[Any] = [t.strip() for t in raw.split(",")]
+        if items == [""]:
+            items = []
+    elif isinstance(raw, (list, tuple)):
+        items = list(raw)
+    else:
+        items = [raw]
+    if not items:
+        raise ConfigError(f"grid: {where} is an empty list; give at least one value")
+    out = []
+    for item in items:
+        try:
+            out.append(axis.parse(item))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"grid: {where} value {item!r} is invalid ({exc})") from None
+    seen: list[Any] = []
+    for value in out:  # keep the order, drop repeats
+        if value not in seen:
+            seen.append(value)
+    return seen
+
+
+def _normalise_key(key: str) -> str:
+    return key.strip().replace("-", "_")
+
+
+def _split_table(table: dict[str, Any], where: str) -> tuple[dict[str, list[Any]], dict[str, Any], dict[str, Any]]:
+    """A TOML table -> (axes, single settings, override sections)."""
+    axes: dict[str, list[Any]] = {}
+    single: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    for raw_key, value in table.items():
+        key = _normalise_key(raw_key)
+        if key == "grid":
+            continue
+        if key in OVERRIDE_SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"grid file: [{where}{key}] must be a table of settings")
+            overrides[key] = dict(value)
+        elif key in _BY_FIELD:
+            axes[key] = parse_list(f"{where}{key}", value, _BY_FIELD[key])
+        elif key in SINGLE:
+            if isinstance(value, list):
+                raise ConfigError(f"grid file: {where}{key} is one value for the whole sweep, not a list")
+            try:
+                single[key] = SINGLE[key](value)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"grid file: {where}{key} = {value!r} is invalid ({exc})") from None
+        else:
+            valid = sorted([a.field for a in AXES] + list(SINGLE) + list(OVERRIDE_SECTIONS) + ["grid"])
+            raise ConfigError(f"grid file: unknown key {where}{raw_key!r}; valid: {', '.join(valid)}")
+    return axes, single, overrides
+
+
+@dataclass
+class GridSpec:
+    """A parsed grid: the products to expand, settings of the sweep, overrides of every run."""
+
+    products: list[tuple[dict[str, list[Any]], dict[str, Any]]]  # (axes, overrides) per [[grid]]
+    single: dict[str, Any]
+
+
+def load_grid_file(path: Path) -> GridSpec:
+    """Read a grid TOML file (see the module docstring)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read grid file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"grid file {path} is not valid TOML: {exc}") from None
+    top_axes, single, top_over = _split_table(data, "")
+    grids = data.get("grid", [{}])
+    if isinstance(grids, dict):
+        grids = [grids]
+    if not isinstance(grids, list) or not grids:
+        raise ConfigError(f"grid file {path}: [[grid]] must be one or more tables")
+    products = []
+    for i, table in enumerate(grids):
+        if not isinstance(table, dict):
+            raise ConfigError(f"grid file {path}: grid entry {i + 1} is not a table")
+        axes, inner_single, over = _split_table(table, f"grid[{i}].")
+        if inner_single:
+            raise ConfigError(
+                f"grid file {path}: {', '.join(inner_single)} must be set at the top level "
+                "(one value for the whole sweep)"
+            )
+        merged_over = {s: {**top_over.get(s, {}), **over.get(s, {})} for s in {*top_over, *over}}
+        products.append(({**top_axes, **axes}, merged_over))
+    return GridSpec(products, single)
+
+
+def grid_configs(
+    spec: GridSpec,
+    cli_axes: dict[str, list[Any]] | None = None,
+    cli_overrides: dict[str, dict[str, Any]] | None = None,
+    output: Path | None = None,
+    cache_dir: Path | None = None,
+) -> list[RunConfig]:
+    """Expand a grid: command-line lists replace the file's in every product."""
+    products = [({**axes, **(cli_axes or {})}, over) for axes, over in spec.products]
+    out_dir = output or spec.single.get("output") or Path("results")
+    cache = cache_dir or spec.single.get("cache_dir")
+    return expand(products, cli_overrides or {}, out_dir, cache)
+
+
+def _merge_overrides(*layers: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section {section!r} must be a table of settings")
+            out.setdefault(section, {}).update(values)
+    return out
+
+
+def expand(
+    products: Iterable[tuple[dict[str, list[Any]], dict[str, Any]]],
+    cli_overrides: dict[str, Any],
+    output: Path,
+    cache_dir: Path | None,
+) -> list[RunConfig]:
+    """The runs of every product, in order, without repeats."""
+    configs: list[RunConfig] = []
+    seen: set[RunConfig | str] = set()
+    file_cache: dict[Path, dict[str, Any]] = {}
+    for axes, overrides in products:
+        if "method" not in axes:
+            raise ConfigError("grid: no method given; use --method a,b or method = [...] in the grid file")
+        if "data_root" in axes and "dataset" in axes and len(axes["data_root"]) > 1:
+            if len(axes["data_root"]) != len(axes["dataset"]):
+                raise ConfigError(
+                    f"grid: {len(axes['data_root'])} data roots for {len(axes['dataset'])} datasets; "
+                    "give one data root per dataset (paired in order) or one for all"
+                )
+        fields = [a.field for a in AXES if a.field in axes and a.field != "data_root"]
+        roots = axes.get("data_root")
+        for values in itertools.product(*(axes[f] for f in fields)):
+            point = dict(zip(fields, values, strict=True))
+            if roots:
+                datasets = axes.get("dataset", ["synthetic"])
+                point["data_root"] = roots[datasets.index(point.get("dataset", "synthetic"))] \
+                    if len(roots) > 1 else roots[0]
+            config_file = point.pop("config", None)
+            layers = [overrides]
+            if config_file is not None:
+                if config_file not in file_cache:
+                    file_cache[config_file] = load_config_file(config_file)
+                layers.append(file_cache[config_file])
+            layers.append(cli_overrides)
+            cfg = RunConfig(**point, output=output, cache_dir=cache_dir,
+                            overrides=_merge_overrides(*layers))
+            ident = repr(cfg)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            configs.append(cfg)
+    if not configs:
+        raise ConfigError("grid: it expands to no runs")
+    return configs
