@@ -1,0 +1,132 @@
+"""Meta-LSTM (Ravi & Larochelle, "Optimization as a Model for Few-Shot Learning", ICLR 2017).
+
+The learner's parameters are the cell state of a coordinate-wise LSTM meta-learner fed the
+preprocessed loss and gradient (log/sign preprocessing of Andrychowicz et al. 2016, p = 10); its
+input gate is a learned per-coordinate learning rate, its forget gate a learned shrinkage
+(:mod:`fsbench_plugins.meta_lstm.method`). Initialisation makes it start as plain gradient
+descent: forget gate ~1 (bias 5), input gate exactly ``inner_lr`` (bias ``logit(inner_lr)``,
+gate weights zero). First order, as the reference: the learner's gradients are inputs, not
+differentiated through.
+
+BatchNorm of the learner: batch statistics while adapting (every support mini-batch) and for the
+queries during meta-training; at test the queries are normalised with the running statistics of
+the episode's own support batches (reset per episode), as the reference's ``evaluate`` mode does
+(``model/lstm/meta-learner-lstm.lua``: ``learner.reset()`` per dataset, ``learner.set('evaluate')``
+before the test set).
+
+Adaptation schedule (the reference configuration, ``config/lstm/train-imagenet-1shot.lua`` and
+``-5shot.lua``): 1-shot: 12 passes over the support set in batches of 5 (12 updates); 5-shot:
+8 passes in batches of 25 (8 updates). ``hparams.epochs`` / ``hparams.inner_batch`` override it.
+
+Test episodes are adapted one by one (the learner changes per episode); the tasks of a
+meta-batch likewise run in a loop (each is a chain of small updates on its own parameter vector;
+on a CPU the loop costs what a batched version would).
+"""
+
+from __future__ import annotations
+
+from fsbench import hookimpl
+from fsbench.config import EpisodicConfig, MethodPreset
+from fsbench.hookspecs import MethodRecord
+
+from .method import MetaLearnerCell, MetaLSTM, MetaLSTMHparams, preprocess
+
+__all__ = ["PRESETS", "MetaLSTM", "MetaLSTMHparams", "MetaLearnerCell", "fsbench_methods", "preprocess"]
+
+_REF = "twitter-research/meta-learning-lstm"
+_ML = f"{_REF} model/lstm/meta-learner-lstm.lua"
+_C1 = f"{_REF} config/lstm/train-imagenet-1shot.lua"
+_C5 = f"{_REF} config/lstm/train-imagenet-5shot.lua"
+_FLAT = {"pool": "flatten"}
+
+_COMMON = {
+    "hparams.lr": f"{_C1} lines 16-17 (optimMethod adam, learningRate 0.001); same in {_C5}",
+    "episodic.grad_clip": f"{_C1} line 18 (maxGradNorm = 0.25), applied to the global norm in "
+                          f"{_ML} (dfWithGradNorm)",
+    "hparams.inner_lr": f"{_ML} (bI ~ U(-5, -4): input gate sigmoid ~ 0.007-0.018). DEVIATION: a constant "
+                        "bias logit(0.01) and zero gate weights (reference U(-0.01, 0.01)) so the first update "
+                        "is exactly a gradient step of 0.01",
+    "hparams.forget_bias": f"{_ML} (bF ~ U(4, 5), 'initial forget value high ... starts with gradient "
+                           "descent'); 5 = the top of that range, forget gate 0.993",
+    "hparams.hidden": f"{_ML} getMetaLearner (nHidden = 20), Ravi & Larochelle Sec. 3.2 / 4",
+    "hparams.preprocess_p": "Ravi & Larochelle Sec. 3.3 / Andrychowicz et al. 2016 appendix A (p = 10)",
+    "hparams.epochs": f"None = by shot: 12 passes for 1-shot ({_C1} line 26, nEpochs[1] = 12), 8 for "
+                      f"5-shot ({_C5} line 19, nEpochs[5] = 8)",
+    "hparams.inner_batch": f"None = the whole support set: batchSize 5 for 1-shot ({_C1} line 22) and 25 "
+                           f"for 5-shot ({_C5} line 15) = 5-way support sizes",
+    "hparams.bn_momentum": f"{_C1} line 10 (BN_momentum = 0.9; {_C5} uses 0.95)",
+    "eval_batch": "fsbench: test episodes per batch (a speed setting, no effect on results)",
+    "episodic.train_way": "None = the test way: the learner's classifier has `way` outputs (Ravi & Larochelle Sec. 4: 5-way training)",
+}
+
+PRESETS: dict[str, MethodPreset] = {
+    "paper": MethodPreset(
+        backbone="conv4_32", backbone_kwargs=_FLAT, hparams=MetaLSTMHparams(),
+        episodic=EpisodicConfig(iterations=75_000, meta_batch=1, train_query=15,
+                                val_every=2500, val_episodes=600, grad_clip=0.25),
+        eval_batch=20,
+        description="Ravi & Larochelle 2017 (conv4_32 learner, 75k episodes; 5-shot: "
+                    "--set episodic.iterations=50000)",
+        sources={
+            **_COMMON,
+            "backbone": f"{_REF} model/imagenet-net.lua (4 x [conv3x3 32, BN, ReLU, maxpool 2] + linear), "
+                        "Ravi & Larochelle Sec. 4 ('4 convolutional layers ... 32 filters')",
+            "backbone_kwargs.pool": f"{_REF} model/imagenet-net.lua: the 5x5x32 map is flattened into "
+                                    "the linear classifier",
+            "episodic.iterations": f"{_C1} line 31 (nEpisode = 75000); 5-shot: {_C5} line 21 (50000)",
+            "episodic.meta_batch": f"{_ML}: one episode per meta-learner update",
+            "episodic.train_query": "fsbench protocol: 15 queries per class (Ravi: nEval = 15, config/imagenet.lua)",
+            "episodic.val_every": "DEVIATION: fsbench model selection every 2,500 episodes on 600 val "
+                                  f"episodes (reference: nValidationEpisode = 100, {_C1} line 32)",
+            "episodic.val_episodes": "DEVIATION: 600 val episodes (reference 100) for model selection",
+        },
+    ),
+    "quick": MethodPreset(
+        backbone="conv4_32", backbone_kwargs=_FLAT, hparams=MetaLSTMHparams(),
+        episodic=EpisodicConfig(iterations=250, meta_batch=1, train_query=6,
+                                val_every=125, val_episodes=20, grad_clip=0.25),
+        eval_batch=20,
+        description="CPU budget (~5 min training on 1 thread at 84x84): 250 episodes",
+        sources={
+            **_COMMON,
+            "backbone": f"{_REF} model/imagenet-net.lua (the paper preset's learner)",
+            "backbone_kwargs.pool": f"{_REF} model/imagenet-net.lua (flattened 5x5 map)",
+            "episodic.iterations": "DEVIATION: CPU budget, 250 episodes (reference 75,000 / 50,000)",
+            "episodic.meta_batch": f"{_ML}: one episode per update",
+            "episodic.train_query": "DEVIATION: 6 training queries per class (protocol 15): CPU budget",
+            "episodic.val_every": "DEVIATION: CPU budget, validation every 125 episodes",
+            "episodic.val_episodes": "DEVIATION: CPU budget, 20 val episodes (each adapts the learner)",
+        },
+    ),
+    "smoke": MethodPreset(
+        backbone="conv4", backbone_kwargs={"width": 8}, hparams=MetaLSTMHparams(epochs=4, lr=1e-2),
+        episodic=EpisodicConfig(iterations=30, meta_batch=2, train_query=5,
+                                val_every=15, val_episodes=10, grad_clip=0.25),
+        eval_batch=20,
+        description="seconds: an 8-filter Conv-4 learner (global pooling), 4 updates per task",
+        sources={
+            **_COMMON,
+            "backbone": "DEVIATION: an 8-filter Conv-4 with global pooling: seconds for the CI suite",
+            "backbone_kwargs.width": "DEVIATION: 8 filters (paper 32): speed",
+            "hparams.epochs": "DEVIATION: 4 updates per task (reference 12 / 8): speed",
+            "hparams.lr": "DEVIATION: Adam 1e-2 (reference 1e-3): 100 meta-batches must learn something",
+            "episodic.iterations": "DEVIATION: 30 meta-batches, seconds (well above chance on "
+                                   "synthetic_easy, the CI suite's data)",
+            "episodic.meta_batch": "DEVIATION: 2 tasks per update: a less noisy gradient in a short run",
+            "episodic.train_query": "DEVIATION: 5 training queries per class: speed",
+            "episodic.val_every": "DEVIATION: validation twice in the smoke run",
+            "episodic.val_episodes": "DEVIATION: 10 val episodes: speed",
+        },
+    ),
+}
+
+
+@hookimpl
+def fsbench_methods() -> list[MethodRecord]:
+    return [
+        MethodRecord(
+            "meta_lstm", MetaLSTM,
+            "Meta-LSTM (Ravi & Larochelle 2017): an LSTM meta-learner whose cell state is the learner's weights",
+            PRESETS,
+        )
+    ]

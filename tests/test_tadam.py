@@ -1,0 +1,200 @@
+"""TADAM (plugins/tadam): FiLM identity at gamma0 = beta0 = 0, TEN, metric scale, auxiliary task,
+smoke learning, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from smoke_resume import assert_smoke_learns_and_resumes
+
+from fsbench.checkpoints import atomic_torch_save, safe_torch_load
+from fsbench.config import EpisodicConfig, MethodPreset
+from fsbench.engine.prototypes import nearest_centroid_logits
+from fsbench.errors import ConfigError
+from fsbench.method import MethodContext
+from fsbench_plugins.tadam import PRESETS, TADAM, TADAMHparams, film_layers
+
+WAY, CLASSES = 5, 12
+
+
+def make(hp: TADAMHparams | None = None, backbone: str = "conv4", kwargs: dict | None = None) -> TADAM:
+    torch.manual_seed(0)
+    kwargs = {"width": 8} if kwargs is None else kwargs
+    hp = hp or TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0, lr_decay_every=0)
+    preset = MethodPreset(backbone=backbone, backbone_kwargs=kwargs, hparams=hp, episodic=EpisodicConfig())
+    ctx = MethodContext(preset=preset, backbone=backbone, backbone_kwargs=kwargs, num_train_classes=CLASSES,
+                        image_shape=(3, 16, 16), device=torch.device("cpu"), seed=0, way=WAY, shot=1)
+    return TADAM(ctx)
+
+
+def tasks(t: int = 2, shot: int = 1, query: int = 2, size: int = 16, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    support = torch.randn(t, WAY * shot, 3, size, size, generator=g)
+    query_x = torch.randn(t, WAY * query, 3, size, size, generator=g)
+    sy = torch.arange(WAY).repeat_interleave(shot).expand(t, -1)
+    qy = torch.arange(WAY).repeat_interleave(query).expand(t, -1)
+    classes = torch.stack([torch.randperm(CLASSES, generator=g)[:WAY] for _ in range(t)])
+    return support, sy, query_x, qy, classes
+
+
+def plain_logits(method: TADAM, support, sy, query) -> torch.Tensor:
+    """ProtoNet logits of the unconditioned backbone, scaled by alpha."""
+    t, s, q = support.shape[0], support.shape[1], query.shape[1]
+    sf = method.features(support.flatten(0, 1)).view(t, s, -1)
+    qf = method.features(query.flatten(0, 1)).view(t, q, -1)
+    return method.alpha * nearest_centroid_logits(sf, sy, qf, WAY)
+
+
+@pytest.mark.parametrize("backbone,kwargs,layers", [("conv4", {"width": 8}, 4), ("resnet12_tiny", {}, 12)])
+def test_film_is_the_identity_at_zero_post_multipliers(backbone, kwargs, layers):
+    method = make(backbone=backbone, kwargs=kwargs).eval()
+    assert len(film_layers(method.backbone)) == layers  # post-BN of every main-path conv, no shortcut
+    support, sy, query, _, _ = tasks()
+    with torch.no_grad():
+        for net in [*method.ten.gamma_nets, *method.ten.beta_nets]:  # a TEN that outputs something
+            for p in net.parameters():
+                p.normal_(0, 0.5)
+        assert float(method.ten.gamma0.abs().sum() + method.ten.beta0.abs().sum()) == 0
+        conditioned = method.episode_logits(support, sy, query, WAY)
+        torch.testing.assert_close(conditioned, plain_logits(method, support, sy, query), rtol=1e-5, atol=1e-5)
+        method.ten.gamma0.fill_(0.5)
+        method.ten.beta0.fill_(0.5)
+        moved = method.episode_logits(support, sy, query, WAY)
+    assert not torch.allclose(moved, conditioned, atol=1e-3)
+
+
+def test_film_is_per_task_from_the_mean_prototype():
+    method = make().eval()
+    with torch.no_grad():
+        method.ten.gamma0.fill_(1.0)
+        method.ten.beta0.fill_(1.0)
+        for net in [*method.ten.gamma_nets, *method.ten.beta_nets]:
+            for p in net.parameters():
+                p.normal_(0, 0.5)
+        support, sy, query, _, _ = tasks(t=3)
+        together = method.episode_logits(support, sy, query, WAY)
+        apart = torch.cat([method.episode_logits(support[i:i + 1], sy[i:i + 1], query[i:i + 1], WAY)
+                           for i in range(3)])
+    # each task is conditioned on its own support set, whatever else shares the batch
+    torch.testing.assert_close(together, apart, rtol=1e-4, atol=1e-4)
+
+
+def test_the_metric_scale_multiplies_the_logits_and_is_learned():
+    method = make().eval()
+    support, sy, query, _, _ = tasks()
+    with torch.no_grad():
+        base = method.episode_logits(support, sy, query, WAY)
+        method.alpha.fill_(3.0)
+        torch.testing.assert_close(method.episode_logits(support, sy, query, WAY), 3 * base)
+    assert any(p is method.alpha for p in method.parameters())
+
+
+def test_auxiliary_head_runs_only_in_training():
+    method = make(TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0, lr_decay_every=0, aux_prob=1.0,
+                               aux_decay=1.0))
+    calls = []
+    method.aux_head.register_forward_hook(lambda *a: calls.append(1))
+    support, sy, query, qy, classes = tasks()
+    head_before = method.aux_head.weight.detach().clone()
+    method.train()
+    out = method.meta_train_step(support, sy, query, qy, WAY, classes=classes)
+    assert calls and method.aux_steps == 1
+    assert out.query_logits.shape == (2, WAY * 2, WAY)
+    assert not torch.equal(method.aux_head.weight, head_before)  # trained on the global labels
+    calls.clear()
+    method.eval()
+    logits = method.adapt_and_predict(support, sy, query, WAY)  # the core calls it without no_grad
+    assert not calls and logits.shape == (2, WAY * 2, WAY)
+    assert not logits.requires_grad  # nothing is kept for a backward pass at test (memory)
+
+
+def test_auxiliary_loss_uses_the_global_class_ids():
+    method = make()
+    support, sy, query, qy, classes = tasks()
+    loss, _ = method.aux_loss(support, sy, query, qy, WAY, classes)
+    feats = method.features(torch.cat([support.flatten(0, 1), query.flatten(0, 1)]))
+    labels = torch.cat([classes[torch.arange(2)[:, None], sy].flatten(), classes[torch.arange(2)[:, None], qy].flatten()])
+    torch.testing.assert_close(loss, F.cross_entropy(method.aux_head(feats), labels))
+
+
+def test_auxiliary_probability_decays_and_is_seeded():
+    hp = TADAMHparams(aux_prob=0.9, aux_decay=0.5, aux_decay_every=10)
+    assert hp.aux_probability(0) == pytest.approx(0.9)
+    assert hp.aux_probability(10) == pytest.approx(0.45)
+    assert hp.aux_probability(30) < hp.aux_probability(20)
+    method = make(hp)
+    draws = []
+    for n in range(60):
+        method.updates.fill_(n)
+        draws.append(method.take_aux_step())
+    assert sum(draws[:10]) > sum(draws[-20:])  # mostly auxiliary early, rarely late
+    again = make(hp)
+    for n in range(60):
+        again.updates.fill_(n)
+        assert again.take_aux_step() == draws[n]
+
+
+def test_without_class_ids_the_auxiliary_step_is_skipped_with_a_warning():
+    method = make(TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0, lr_decay_every=0, aux_prob=1.0,
+                               aux_decay=1.0)).train()
+    support, sy, query, qy, _ = tasks()
+    with pytest.warns(RuntimeWarning, match="auxiliary"):
+        method.meta_train_step(support, sy, query, qy, WAY)
+    assert method.aux_steps == 0 and int(method.updates) == 1
+
+
+def test_film_penalty_and_episodic_training_move_gamma0():
+    method = make(TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0, lr_decay_every=0, aux_prob=0.0)).train()
+    batch = tasks(query=3)[:4]
+    losses = [float(method.meta_train_step(*batch, WAY).loss) for _ in range(12)]
+    assert losses[-1] < 0.8 * losses[0]
+    assert float(method.ten.gamma0.detach().abs().sum()) > 0 and float(method.ten.beta0.detach().abs().sum()) > 0
+
+
+def test_bad_hparams_are_rejected():
+    for bad in (TADAMHparams(optimizer="rmsprop"), TADAMHparams(aux_prob=1.5), TADAMHparams(alpha_init=0.0)):
+        with pytest.raises(ConfigError, match="hparams"):
+            make(bad)
+
+
+def test_training_state_round_trips(tmp_path: Path):
+    hp = TADAMHparams(optimizer="sgd", lr=0.05, lr_decay_every=1, lr_decay=0.5, aux_prob=0.5, aux_decay_every=2)
+    a = make(hp).train()
+    *batch, classes = tasks()
+    for _ in range(3):
+        a.meta_train_step(*batch, WAY, classes=classes)
+    atomic_torch_save({"method": a.state_dict(), "training": a.training_state()}, tmp_path / "ck.pt")
+    saved = safe_torch_load(tmp_path / "ck.pt")
+    b = make(hp).train()
+    b.load_state_dict(saved["method"])
+    b.load_training_state(saved["training"])
+    assert int(b.updates) == 3 and b.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 / 8)
+    for _ in range(2):
+        a.meta_train_step(*batch, WAY, classes=classes)
+        b.meta_train_step(*batch, WAY, classes=classes)
+    assert a.aux_steps > 0  # the seeded auxiliary draws continue identically after the restore
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+
+
+def test_every_preset_setting_has_a_source():
+    for name, preset in PRESETS.items():
+        settings = {f"hparams.{f.name}" for f in dataclasses.fields(preset.hparams)}
+        settings |= {f"episodic.{f.name}" for f in dataclasses.fields(preset.episodic)}
+        settings |= {"backbone", "eval_batch"} | {f"backbone_kwargs.{k}" for k in preset.backbone_kwargs}
+        missing = settings - set(preset.sources)
+        assert not missing, (name, sorted(missing))
+    assert PRESETS["paper"].backbone == "resnet12"
+    assert PRESETS["quick"].backbone != "resnet12" and PRESETS["smoke"].backbone != "resnet12"
+
+
+def test_smoke_preset_learns_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the core passes the class ids
+        assert_smoke_learns_and_resumes("tadam", tmp_path, monkeypatch)
