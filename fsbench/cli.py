@@ -13,12 +13,15 @@ from fsbench.config import (
     DATASETS,
     EVAL_SPLITS,
     HT_FILL_RULES,
+    HT_MODES,
+    PRECISIONS,
     PRESETS,
     RunConfig,
     load_config_file,
     parse_set,
 )
 from fsbench.errors import DivergenceError, FsbenchError, PluginError
+from fsbench.sweep.cli import add_sweep_arguments
 
 EXAMPLES = """\
 examples:
@@ -39,6 +42,23 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    if any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be non-negative, got {text!r}")
+    return seeds
+
+
+def training_seeds(args: argparse.Namespace) -> list[int]:
+    """The ``--seed`` values in order, duplicates dropped (default ``[0]``)."""
+    return list(dict.fromkeys(args.seed or [0]))
+
+
 def add_run_arguments(p: argparse.ArgumentParser, method_required: bool = True) -> None:
     p.add_argument("--method", required=method_required, help="method name (see `fsbench methods`)")
     p.add_argument("--dataset", default="synthetic", choices=DATASETS,
@@ -49,13 +69,21 @@ def add_run_arguments(p: argparse.ArgumentParser, method_required: bool = True) 
     p.add_argument("--shot", type=_positive, default=1, help="support images per class (default 1)")
     p.add_argument("--query", type=_positive, default=15, help="query images per class (default 15)")
     p.add_argument("--episodes", type=_positive, default=600, help="test episodes (default 600)")
-    p.add_argument("--seed", type=_positive, default=0, help="seed of training and of the test episodes (default 0)")
+    p.add_argument("--seed", type=_seed_list, action="extend", metavar="SEED[,SEED...]",
+                   help="training seed(s): initialisation, training tasks, pre-training (default 0); "
+                        "several (--seed 0,1,2 or repeated) make one run each, on the same test episodes")
+    p.add_argument("--episode-seed", type=_positive, default=0,
+                   help="seed of the test and validation episodes, shared by every training seed and "
+                        "method so results pair up (default 0)")
     p.add_argument("--preset", choices=PRESETS,
                    help="paper (the paper's protocol), quick (~15 CPU minutes on miniImageNet) or smoke "
                         "(under a minute); default: paper on real data, quick on synthetic")
     p.add_argument("--eval-split", default="test", choices=EVAL_SPLITS,
                    help="split the test episodes come from (default test; use val while developing)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto (bf16 autocast + channels_last on CUDA and on CPUs with native bf16, "
+                        "else fp32), fp32 or bf16 (default auto)")
     p.add_argument("--output", type=Path, default=Path("results"), help="output root (default results/)")
     p.add_argument("--cache-dir", type=Path, help="decoded datasets and pre-trained backbones (default $FSBENCH_CACHE or ~/.cache/fsbench)")
     ht = p.add_argument_group("hard-task meta-batch (any episodic method)")
@@ -63,6 +91,10 @@ def add_run_arguments(p: argparse.ArgumentParser, method_required: bool = True) 
                     help="train on hard-task meta-batches (default: on for *_ht methods)")
     ht.add_argument("--ht-every", type=_positive, help="compose a hard meta-batch every N meta-batches (default 1)")
     ht.add_argument("--ht-count", type=_positive, help="hard tasks per hard meta-batch (default: the meta-batch size)")
+    ht.add_argument("--ht-mode", choices=HT_MODES,
+                    help="extra: hard meta-batches are added, the lr schedule counts regular "
+                         "meta-iterations only (the paper); replace: compute-matched, a hard "
+                         "meta-batch takes the place of a regular one (default extra)")
     ht.add_argument("--ht-fill", choices=HT_FILL_RULES,
                     help="how to complete a hard task with fewer failure classes than --way (default confused)")
     p.add_argument("--config", type=Path, help="TOML/JSON file of overrides: [hparams], [episodic], [pretrain] tables")
@@ -73,7 +105,9 @@ def add_run_arguments(p: argparse.ArgumentParser, method_required: bool = True) 
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def run_config(args: argparse.Namespace) -> RunConfig:
+def run_config(args: argparse.Namespace, seed: int | None = None) -> RunConfig:
+    """The run of ``args`` for one training seed (default: the first ``--seed``)."""
+    seed = training_seeds(args)[0] if seed is None else seed
     overrides: dict = {}
     if args.config is not None:
         overrides.update(load_config_file(args.config))
@@ -81,10 +115,13 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         overrides.setdefault(section, {}).update(values)
     return RunConfig(
         method=args.method, dataset=args.dataset, data_root=args.data_root, backbone=args.backbone,
-        way=args.way, shot=args.shot, query=args.query, episodes=args.episodes, seed=args.seed,
-        preset=args.preset, eval_split=args.eval_split, device=args.device, output=args.output,
+        way=args.way, shot=args.shot, query=args.query, episodes=args.episodes, seed=seed,
+        episode_seed=args.episode_seed,
+        preset=args.preset, eval_split=args.eval_split, device=args.device,
+        precision=args.precision, output=args.output,
         hard_tasks=args.hard_tasks, ht_every=args.ht_every, ht_count=args.ht_count,
-        ht_fill=args.ht_fill, resume=args.resume, cache_dir=args.cache_dir, overrides=overrides,
+        ht_fill=args.ht_fill, ht_mode=args.ht_mode, resume=args.resume, cache_dir=args.cache_dir,
+        overrides=overrides,
     )
 
 
@@ -98,10 +135,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_suite(args)
     if args.method is None:
         raise FsbenchError("--method is required (or --suite ci); see `fsbench methods`")
-    result = run(run_config(args), show_progress=not args.quiet)
-    print_summary([result.summary], result.run_dir)
+    results = [run(run_config(args, seed), show_progress=not args.quiet)
+               for seed in training_seeds(args)]
+    print_summary([r.summary for r in results],
+                  results[0].run_dir if len(results) == 1 else Path(args.output))
     if args.plots is not None:
-        write_plots([result.run_dir], args.plots)
+        write_plots([r.run_dir for r in results], args.plots)
     return 0
 
 
@@ -122,6 +161,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from fsbench.plugins import default_registry
 
     registry = default_registry()
+    if args.presets:
+        from fsbench.provenance import presets_markdown
+
+        sys.stdout.write(presets_markdown(registry.methods))
+        return 0
     table = Table(title="fsbench methods")
     for col in ("method", "description", "plugin (origin)", "presets", "backbone (paper)", "hard tasks"):
         table.add_column(col)
@@ -138,36 +182,25 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """``fsbench pretrain``: pre-train and cache the backbone that ``--method`` needs, alone."""
-    from fsbench.data import load_dataset
-    from fsbench.engine.pretrain import ensure_pretrained
-    from fsbench.episodes import EpisodeSpec
-    from fsbench.errors import ConfigError
-    from fsbench.plugins import default_registry
+    for seed in training_seeds(args):
+        _pretrain_one(run_config(args, seed), show_progress=not args.quiet)
+    return 0
+
+
+def _pretrain_one(cfg: RunConfig, show_progress: bool) -> None:
+    from fsbench.engine import distributed
     from fsbench.progress import console
     from fsbench.runner import Run
 
-    cfg = run_config(args)
-    show_progress = not args.quiet
     run = Run(cfg, show_progress)
-    if run.preset.pretrain is None:
-        needing = sorted(n for n, r in default_registry().methods.items() if r.needs_pretrain)
-        raise ConfigError(
-            f"method {cfg.method!r} (preset {run.preset_name!r}) needs no pre-trained backbone; "
-            f"methods that do: {', '.join(needing) or 'none installed'}"
-        )
-    dataset = load_dataset(cfg.dataset, cfg.data_root, run.cache_dir / "datasets", show_progress)
-    dataset = dataset.resident(run.device)
-    result = ensure_pretrained(
-        dataset, run.preset.backbone, run.preset.backbone_kwargs, run.preset.pretrain,
-        run.preset_name, cfg.seed, run.device, run.cache_dir / "pretrained",
-        EpisodeSpec(cfg.way, cfg.shot, cfg.query), show_progress=show_progress, resume=True,
-    )
+    result = run.pretrain()
+    if not distributed.is_main():  # under torchrun: rank 0 reports for all
+        return
     console.print(
         f"pre-trained weights for {cfg.method!r} ({run.preset.backbone}, preset {run.preset_name}, "
         f"best val probe {result.best_accuracy:.1f}%):"
     )
     print(result.path)
-    return 0
 
 
 def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -202,8 +235,9 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--paired",
         metavar="METHOD",
-        help="also a table of paired per-episode differences against METHOD "
-        "(with --format csv, only this table)",
+        help="also tables of paired differences against METHOD: per training seed on shared "
+        "episodes and, with several seeds, across seeds (t-interval) "
+        "(with --format csv, only these tables)",
     )
     parser.add_argument(
         "--format", choices=FORMATS, default="rich", help="output format (default: rich)"
@@ -224,16 +258,20 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_report(args: argparse.Namespace) -> int:
     """``fsbench report``; bad input raises :class:`fsbench.results.ResultsError`."""
     from fsbench.atomic import atomic_write_text
-    from fsbench.report.aggregate import paired_table
+    from fsbench.report.aggregate import paired_table, seed_paired_table
     from fsbench.report.render import render, to_rich
-    from fsbench.report.tables import accuracy_table, paired_view
+    from fsbench.report.tables import accuracy_table, paired_view, seed_paired_view
     from fsbench.results import load_runs
 
     df = load_runs(args.results)
     views = [accuracy_table(df, ablation=args.ablation, paper=args.paper)]
     if args.paired:
-        paired = paired_view(paired_table(df, args.paired))
-        views = [paired] if args.format == "csv" else views + [paired]
+        per_seed = paired_table(df, args.paired)
+        paired = [paired_view(per_seed)]
+        across = seed_paired_table(per_seed)
+        if (across["n_seeds"] > 1).any():
+            paired.append(seed_paired_view(across))
+        views = paired if args.format == "csv" else views + paired
 
     if args.format == "rich" and args.output is None:
         from rich.console import Console
@@ -350,6 +388,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``fsbench sweep``: plan, run on the executor, then ``fsbench report`` of the sweep's runs."""
+    from fsbench.sweep.cli import execute_sweep
+
+    plan, outcome = execute_sweep(args)
+    if outcome is None:  # --dry-run
+        return 0
+    methods = list(dict.fromkeys(r.cfg.method for r in plan.runs.values()))
+    if outcome.run_dirs:
+        fmt = {".csv": "csv", ".tex": "latex", ".html": "html"}.get(
+            args.report.suffix if args.report else "", "markdown" if args.report else "rich")
+        paired = args.paired or (methods[0] if len(methods) > 1 else None)
+        cmd_report(argparse.Namespace(results=outcome.run_dirs, ablation=args.ablation, paper=False,
+                                      paired=paired, format=fmt, output=args.report, plots=None))
+    if outcome.failed:
+        print(f"fsbench: {len(outcome.failed)} job(s) failed; re-run the same command to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fsbench", description="Benchmark few-shot image classification methods on seeded episodes.",
@@ -366,7 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p_pre)
     p_pre.set_defaults(func=cmd_pretrain)
     p_methods = sub.add_parser("methods", help="list the methods with their plugin and presets")
+    p_methods.add_argument("--presets", action="store_true",
+                           help="print every preset's settings with their sources (markdown; "
+                                "docs/presets.md is this output)")
     p_methods.set_defaults(func=cmd_methods)
+    add_sweep_arguments(sub.add_parser("sweep", help="a grid of runs, planned and run in parallel")).set_defaults(func=cmd_sweep)
     add_report_parser(sub)
     add_compare_parser(sub)
     return parser

@@ -20,10 +20,13 @@ from typing import Any
 
 from fsbench.errors import ConfigError
 
-PRESETS = ("paper", "quick", "smoke")
-DATASETS = ("synthetic", "miniimagenet", "fc100")
+PRESETS = ("paper", "quick", "smoke", "official_pytorch")  # the last: MTL only
+DATASETS = ("synthetic", "synthetic_easy", "miniimagenet", "fc100")
+BUILT_IN = ("synthetic", "synthetic_easy")  # generated, no --data-root
 EVAL_SPLITS = ("test", "val")
 HT_FILL_RULES = ("confused", "random")
+HT_MODES = ("extra", "replace")
+PRECISIONS = ("auto", "fp32", "bf16")  # see fsbench.engine.precision
 
 
 @dataclass(frozen=True)
@@ -35,11 +38,18 @@ class PretrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # "cosine" or "step" (x0.1 at 50% and 75% of the epochs)
+    schedule: str = "cosine"  # "cosine", "step" (x0.1 at 50% and 75% of the epochs) or "halve"
     images_per_epoch: int | None = None  # None: the whole train split each epoch
     val_episodes: int = 200  # fixed val episodes for the nearest-centroid probe
     augment: bool = True  # random-resized-crop + horizontal flip, batched on the device
     label_smoothing: float = 0.0
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum, weight decay) or "adam"
+    crop: bool = True  # with augment: random-resized crops; False: horizontal flips only
+    halve_every: int = 5000  # schedule "halve": the lr halves every this many optimizer steps ...
+    lr_min: float = 0.0  # ... down to this floor
+    step_every: int = 0  # schedule "step": x step_gamma every this many epochs (0: at 50% and 75%)
+    step_gamma: float = 0.1
+    head_hidden: int = 0  # the classifier head: 0 a single FC layer, else FC-ReLU-FC of this width
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ class EpisodicConfig:
     iterations: int = 10_000
     meta_batch: int = 4
     train_query: int = 15  # queries per class in training tasks
+    train_way: int | None = None  # classes per training task; None: the run's --way
     val_every: int = 500
     val_episodes: int = 600
     grad_clip: float | None = None
@@ -70,6 +81,11 @@ class HardTaskConfig:
     every: int = 1
     count: int | None = None  # None: as many hard tasks as the meta-batch has tasks
     fill: str = "confused"
+    #: ``extra``: the hard meta-batch is trained in addition to the regular ones (Algorithm 1);
+    #: it does not advance the learning-rate schedule, which counts meta-iterations.
+    #: ``replace``: compute-matched, the hard meta-batch takes the place of the next regular one,
+    #: so MTL+HT and MTL make the same number of outer updates.
+    mode: str = "extra"
 
 
 @dataclass(frozen=True)
@@ -102,15 +118,18 @@ class RunConfig:
     shot: int = 1
     query: int = 15
     episodes: int = 600
-    seed: int = 0
+    seed: int = 0  # training: initialisation, training tasks, pre-training
+    episode_seed: int = 0  # the test and meta-training validation episodes
     preset: str | None = None  # None: "paper" on real datasets, "quick" on synthetic
     eval_split: str = "test"
     device: str = "auto"
+    precision: str = "auto"  # auto, fp32 or bf16 (fsbench.engine.precision)
     output: Path = Path("results")
     hard_tasks: bool | None = None  # None: the method's default (on for *_ht methods)
     ht_every: int | None = None
     ht_count: int | None = None
     ht_fill: str | None = None
+    ht_mode: str | None = None
     resume: bool = False
     cache_dir: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # from --config / --set
@@ -118,7 +137,7 @@ class RunConfig:
     def resolved_preset(self) -> str:
         if self.preset is not None:
             return self.preset
-        return "quick" if self.dataset == "synthetic" else "paper"
+        return "quick" if self.dataset in BUILT_IN else "paper"
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -127,12 +146,16 @@ class RunConfig:
             raise ConfigError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
         if self.eval_split not in EVAL_SPLITS:
             raise ConfigError(f"--eval-split must be test or val, got {self.eval_split!r}")
-        if self.dataset != "synthetic" and self.data_root is None:
+        if self.dataset not in BUILT_IN and self.data_root is None:
             raise ConfigError(f"--data-root is required for dataset {self.dataset!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.episodes < 1:
             raise ConfigError(f"--episodes must be at least 1, got {self.episodes}")
         if self.ht_fill is not None and self.ht_fill not in HT_FILL_RULES:
             raise ConfigError(f"--ht-fill must be one of {', '.join(HT_FILL_RULES)}, got {self.ht_fill!r}")
+        if self.ht_mode is not None and self.ht_mode not in HT_MODES:
+            raise ConfigError(f"--ht-mode must be one of {', '.join(HT_MODES)}, got {self.ht_mode!r}")
         for name in ("ht_every", "ht_count"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -214,6 +237,8 @@ def apply_overrides(obj: Any, values: dict[str, Any], where: str) -> Any:
             values = {**values, name: tuple(value)}
     if isinstance(obj, HardTaskConfig) and values.get("fill", obj.fill) not in HT_FILL_RULES:
         raise ConfigError(f"{where}.fill must be one of {', '.join(HT_FILL_RULES)}")
+    if isinstance(obj, HardTaskConfig) and values.get("mode", obj.mode) not in HT_MODES:
+        raise ConfigError(f"{where}.mode must be one of {', '.join(HT_MODES)}")
     return replace(obj, **values)
 
 

@@ -140,6 +140,19 @@ class EpisodeSampler:
     def batch(self, indices: Sequence[int] | range) -> Episode:
         return Episode.cat([self.episode(i) for i in indices])
 
+    def fingerprint(self, count: int) -> str:
+        """A hash of the first ``count`` episodes (classes and image indices of every task).
+
+        Two runs whose ``summary.json`` carry the same ``episode_bank`` were tested on
+        identical episodes, whatever their methods or training seeds.
+        """
+        digest = hashlib.sha1()
+        for i in range(count):
+            episode = self.episode(i)
+            for part in (episode.classes, episode.support_idx, episode.query_idx):
+                digest.update(part.to(torch.int64).numpy().astype("<i8").tobytes())
+        return digest.hexdigest()[:16]
+
     def with_classes(self, classes: torch.Tensor, gen: torch.Generator) -> Episode:
         """An episode over the given original classes, images drawn fresh from ``gen``."""
         way, shot, query = self.spec.way, self.spec.shot, self.spec.query

@@ -14,7 +14,9 @@ All tensors carry a leading task dimension ``T``: tasks are processed batched.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from fsbench.config import MethodPreset
+from fsbench.engine.precision import Precision, resolve_precision
 
 
 @dataclass
@@ -38,6 +41,15 @@ class MethodContext:
     way: int
     shot: int
     pretrained: dict[str, torch.Tensor] | None = None  # pre-trained backbone weights, if any
+    #: How features are computed (:mod:`fsbench.engine.precision`): the runner passes the run's
+    #: resolved ``--precision``. None (contexts built by hand): bf16 + channels_last on CUDA,
+    #: fp32 contiguous on the CPU, the behaviour before the policy existed.
+    precision: Precision | None = None
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
+        if self.precision is None:
+            self.precision = resolve_precision("auto" if self.device.type == "cuda" else "fp32", self.device)
 
     @property
     def hparams(self) -> Any:
@@ -45,15 +57,12 @@ class MethodContext:
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
-        """bf16 autocast on CUDA; full precision on the CPU."""
-        return torch.bfloat16 if self.device.type == "cuda" else None
+        """The autocast dtype of the run's precision (None: full precision)."""
+        return self.precision.amp_dtype
 
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(
-            device_type=self.device.type,
-            dtype=self.amp_dtype or torch.float32,
-            enabled=self.amp_dtype is not None,
-        )
+    def autocast(self):
+        """bf16 autocast under a bf16 policy; a context that changes nothing in fp32."""
+        return self.precision.autocast()
 
 
 @dataclass
@@ -70,6 +79,9 @@ class Method(nn.Module, ABC):
     #: True when the backbone does not change per test episode: the core then embeds every
     #: test image once and calls :meth:`classify` on features.
     frozen_at_test: ClassVar[bool] = True
+    #: True when ``meta_train_step`` also takes ``classes`` [T, way]: each task's global
+    #: train-split class ids (for an auxiliary many-way loss, as TADAM's co-training).
+    needs_class_ids: ClassVar[bool] = False
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__()
@@ -78,6 +90,9 @@ class Method(nn.Module, ABC):
         #: state (:meth:`training_state`), so a resumed run continues bit for bit.
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        #: Outer updates applied so far (hard-task meta-batches included); checkpointed.
+        self.outer_updates = 0
+        self._schedule_held = False
 
     # -- training ---------------------------------------------------------------------------
     def meta_train_step(
@@ -106,18 +121,34 @@ class Method(nn.Module, ABC):
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, episodic.grad_clip)
         self.optimizer.step()
-        if self.scheduler is not None:
+        self.outer_updates += 1
+        if self.scheduler is not None and not self._schedule_held:
             self.scheduler.step()
 
+    @contextlib.contextmanager
+    def schedule_held(self) -> Iterator[None]:
+        """Outer updates inside do not advance ``self.scheduler``: the learning-rate schedule
+        counts meta-iterations (the paper's Algorithm 1), not the extra hard-task meta-batches."""
+        held, self._schedule_held = self._schedule_held, True
+        try:
+            yield
+        finally:
+            self._schedule_held = held
+
     def training_state(self) -> dict[str, Any]:
-        """Optimizer and scheduler state for checkpoints; loadable with weights_only=True.
+        """Optimizer and scheduler state (and the outer-update count) for checkpoints; loadable
+        with weights_only=True.
 
         Override to carry more (and :meth:`load_training_state` to restore it)."""
-        return {name: obj.state_dict() for name, obj in self._training_objects().items()}
+        state: dict[str, Any] = {name: obj.state_dict()
+                                 for name, obj in self._training_objects().items()}
+        state["outer_updates"] = self.outer_updates
+        return state
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         for name, obj in self._training_objects().items():
             obj.load_state_dict(state[name])
+        self.outer_updates = int(state.get("outer_updates", 0))
 
     def _training_objects(self) -> dict[str, Any]:
         objs = {"optimizer": self.optimizer, "scheduler": self.scheduler}

@@ -3,7 +3,9 @@
 Sun, Liu, Chua, Schiele: "Meta-Transfer Learning for Few-Shot Learning", CVPR 2019.
 5-way accuracy (%) on the test split, 15 queries per class, 600 test episodes. MAML, MAML + HT
 and ProtoNets use a Conv4 backbone; the others a ResNet-12. The paper reports no ProtoNets
-numbers on FC100.
+numbers on FC100. The comparison rows quoted from other papers (their own protocols): MatchingNets
+(Ravi & Larochelle's re-implementation, Conv4) and Meta-LSTM (Conv4), miniImageNet only; TADAM
+(ResNet-12; evaluated on 10 x 500 episodes with 100 queries).
 
 Keys are fsbench method names (the plugin names) and dataset names (``miniimagenet``,
 ``fc100``).
@@ -15,6 +17,9 @@ from dataclasses import dataclass
 
 #: Paper name of each method, as printed in its tables.
 METHOD_LABELS: dict[str, str] = {
+    "matchingnet": "MatchingNets",
+    "meta_lstm": "Meta-LSTM",
+    "tadam": "TADAM",
     "maml": "MAML",
     "maml_ht": "MAML + HT",
     "protonet": "ProtoNets",
@@ -29,6 +34,9 @@ ABLATION_ORDER: tuple[str, ...] = ("scratch", "finetune", "mtl", "mtl_ht")
 
 #: Row order of the paper's main table (other methods follow alphabetically).
 PAPER_ORDER: tuple[str, ...] = (
+    "matchingnet",
+    "meta_lstm",
+    "tadam",
     "maml",
     "maml_ht",
     "protonet",
@@ -40,6 +48,9 @@ PAPER_ORDER: tuple[str, ...] = (
 
 #: Backbone the paper used for each method.
 PAPER_BACKBONES: dict[str, str] = {
+    "matchingnet": "conv4",  # Ravi & Larochelle's re-implementation: 4 conv layers of 32 filters
+    "meta_lstm": "conv4",  # 4 conv layers of 32 filters
+    "tadam": "resnet12",
     "maml": "conv4",
     "maml_ht": "conv4",
     "protonet": "conv4",
@@ -65,6 +76,9 @@ _COLUMNS: tuple[tuple[str, int], ...] = (
 
 _ROWS: dict[str, tuple[float | None, ...]] = {
     #           mini 1  mini 5  FC 1   FC 5   FC 10
+    "matchingnet": (43.4, 55.3, None, None, None),
+    "meta_lstm": (43.6, 60.6, None, None, None),
+    "tadam": (58.5, 76.7, 40.1, 56.1, 61.6),
     "maml": (48.7, 63.1, 38.1, 50.4, 56.2),
     "maml_ht": (49.1, 64.1, 39.9, 51.7, 57.2),
     "protonet": (49.4, 68.2, None, None, None),
@@ -105,6 +119,32 @@ def paper_accuracy(
     return PAPER_RESULTS.get((method, dataset.lower(), int(shot)))
 
 
+def protocol_differences(
+    *, preset: str, backbone: str, paper_backbone: str, eval_split: str, episodes: int,
+    query: int, way: int,
+) -> list[str]:
+    """How a run's protocol differs from the paper's (empty: ours - paper is meaningful).
+
+    The paper's protocol: the ``paper`` preset on its backbone (``paper_backbone``, the method's
+    ``paper`` preset backbone as the run recorded it; unknown for older runs), the test split,
+    5-way, 15 queries, 600 episodes.
+    """
+    out = []
+    if preset != "paper":
+        out.append(f"preset {preset or '?'}, not paper")
+    if paper_backbone and backbone != paper_backbone:
+        out.append(f"backbone {backbone}, not {paper_backbone}")
+    if eval_split != PAPER_EVAL_SPLIT:
+        out.append(f"{eval_split} split, not {PAPER_EVAL_SPLIT}")
+    if way != PAPER_WAY:
+        out.append(f"{way}-way, not {PAPER_WAY}")
+    if query != PAPER_QUERY:
+        out.append(f"{query} queries, not {PAPER_QUERY}")
+    if episodes != PAPER_EPISODES:
+        out.append(f"{episodes} episodes, not {PAPER_EPISODES}")
+    return out
+
+
 def paper_result(method: str, dataset: str, shot: int) -> PaperResult | None:
     """The paper's number with its backbone, or None."""
     acc = paper_accuracy(method, dataset, shot)
@@ -116,3 +156,46 @@ def paper_result(method: str, dataset: str, shot: int) -> PaperResult | None:
 def method_label(method: str) -> str:
     """The paper's name for ``method`` (the method name itself when the paper has none)."""
     return METHOD_LABELS.get(method, method)
+
+
+_C = "Sun et al., CVPR 2019"
+_T = "Sun et al., TPAMI (in press), Sec. 5.2"
+_TF = "yaoyao-liu/meta-transfer-learning tensorflow/"
+
+#: Where each setting of MTL's ``paper`` preset comes from: the paper, and where it is silent the
+#: TensorFlow code that produced its numbers (its maintainers say so, issue #32 of the official
+#: repository). The ablation's baselines (scratch, finetune) share these settings where they
+#: share the setting: one base learner and one meta-training protocol for the whole ablation.
+MTL_PAPER_SOURCES: dict[str, str] = {
+    "hparams.inner_lr": f"{_T} (base-learner gradient descent, lr 0.01). The TF code uses 1e-3 on "
+                        f"a sum over shots ({_TF}run_experiment.py:46), about 5e-3 per mean loss",
+    "hparams.train_steps": f"{_T} (20 inner steps for 1-shot miniImageNet; 60 for 5-shot: "
+                           f"--set hparams.train_steps=60); {_TF}main.py:55",
+    "hparams.test_steps": f"paper silent; {_TF}main.py:56 (100 at test)",
+    "hparams.first_order": f"paper silent; {_TF}models/meta_model.py:88-103 (second order)",
+    "hparams.ss_lr": f"{_T} (Adam, lr 1e-3, the same for scale-shift and the FC); "
+                     f"{_TF}models/meta_model.py:137-138 (one Adam for both)",
+    "hparams.fc_lr": f"{_T}; {_TF}models/meta_model.py:137-138",
+    "hparams.lr_decay": f"{_T} (halved); {_TF}trainer/meta.py:260-264",
+    "hparams.lr_decay_every": f"{_T} (every 1k iterations, counted in meta-iterations: the hard "
+                              f"meta-batches do not advance it); {_TF}trainer/meta.py:260-264",
+    "hparams.lr_min": f"{_T} (down to 1e-4); {_TF}trainer/meta.py:260-264 (floor 1e-4)",
+    "hparams.fc_init": f"{_T}, Alg. 1 (random init, then meta-learned); {_TF}models/resnet12.py:164-165 "
+                       "(Xavier)",
+    "hparams.feature_norm": f"{_C}, Sec. 4 and both codes: none (raw features into the FC)",
+    "hparams.bn_affine": f"{_C}, Sec. 4.2 (the pre-trained weights are frozen); the TF code trains "
+                         "no BatchNorm parameter",
+    "hparams.bn_train": "DEVIATION: the TF code normalises with batch statistics throughout "
+                        "(utils/misc.py:268); fsbench keeps the frozen backbone's pre-trained "
+                        "statistics, as the official PyTorch code does at test time",
+    "episodic.iterations": f"{_TF}run_experiment.py:38-39 (20k iterations); {_C}, Sec. 5.3 chose "
+                           "17k (1-shot) and 14k (5-shot) by meta-val accuracy, which the best-val "
+                           "selection below reproduces",
+    "episodic.meta_batch": f"{_C}, Sec. 5.1 (2 tasks per meta-batch); {_TF}run_experiment.py:38",
+    "episodic.train_query": f"{_C}, Sec. 5.1 (15 queries per class in training tasks)",
+    "episodic.train_way": f"{_C}, Sec. 5.1 (5-way tasks, as at test)",
+    "episodic.val_every": f"{_TF}trainer/meta.py:232-257 (600 val episodes every 100 iterations)",
+    "episodic.val_episodes": f"{_C}, Sec. 5.3 (600 val tasks); model selection on the best "
+                             f"meta-val accuracy ({_C}, Sec. 5.3)",
+    "episodic.grad_clip": "paper silent; neither official code clips the meta-gradient",
+}

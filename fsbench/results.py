@@ -62,6 +62,7 @@ OPTIONAL_FIELDS: dict[str, Any] = {
     "eval_seconds": math.nan,
     "device": "",
     "created": "",
+    "paper_backbone": "",  # the method's paper-preset backbone (report --paper checks it)
 }
 
 
@@ -165,6 +166,9 @@ def _load_summary(path: Path) -> dict[str, Any]:
             summary[name] = _check_type(path, name, value, float)
         else:
             summary[name] = _check_type(path, name, value, str)
+    # The test episodes' seed. Runs written before --episode-seed drew them with the training seed.
+    episode_seed = data.get("episode_seed", summary["seed"])
+    summary["episode_seed"] = _check_type(path, "episode_seed", episode_seed, int)
     if summary["eval_split"] not in EVAL_SPLITS:
         raise ResultsError(
             f"{path}: eval_split must be one of {', '.join(EVAL_SPLITS)}, "
@@ -240,7 +244,7 @@ def load_runs(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) 
     if not run_dirs:
         raise ResultsError("no results given")
     records = [load_run(run_dir) for run_dir in sorted(run_dirs)]
-    columns = list(REQUIRED_FIELDS) + list(OPTIONAL_FIELDS)
+    columns = list(REQUIRED_FIELDS) + ["episode_seed"] + list(OPTIONAL_FIELDS)
     extra = sorted(
         {key for r in records for key in r} - set(columns) - {"run_dir", "episode_acc", "history"}
     )

@@ -24,11 +24,13 @@ import filelock
 import torch
 
 from fsbench.atomic import atomic_write_json, atomic_write_jsonl
-from fsbench.config import HardTaskConfig, RunConfig, resolve_preset, to_jsonable
+from fsbench.config import BUILT_IN, HardTaskConfig, RunConfig, resolve_preset, to_jsonable
 from fsbench.data import FewShotDataset, Normalizer, load_dataset
 from fsbench.data.cache import default_cache_dir
 from fsbench.engine.episodic import TrainLog, meta_train
 from fsbench.engine.evaluate import evaluate
+from fsbench.engine.precision import resolve_precision
+from fsbench.engine.pretrain import PretrainResult
 from fsbench.episodes import EpisodeSampler, EpisodeSpec
 from fsbench.errors import ConfigError, DivergenceError, FsbenchError, PluginError
 from fsbench.hookspecs import MethodRecord
@@ -64,6 +66,7 @@ def hard_task_config(cfg: RunConfig, record: MethodRecord) -> HardTaskConfig:
         every=cfg.ht_every or base.every,
         count=cfg.ht_count if cfg.ht_count is not None else base.count,
         fill=cfg.ht_fill or base.fill,
+        mode=cfg.ht_mode or base.mode,
     )
 
 
@@ -122,6 +125,7 @@ class Run:
         if self.hard.enabled and preset.episodic is None:
             raise ConfigError(f"--hard-tasks needs an episodic method; {cfg.method!r} has no meta-training")
         self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)  # what features compute in
         self.cache_dir = cfg.cache_dir or default_cache_dir()
         self.resolved = {
             "run": to_jsonable(cfg),
@@ -140,14 +144,16 @@ class Run:
         """A hash of everything that determines the results (not where they go or the device)."""
         ident = dict(self.resolved)
         ident["run"] = {k: v for k, v in ident["run"].items()
-                        if k not in ("output", "resume", "device", "cache_dir", "data_root")}
+                        if k not in ("output", "resume", "device", "cache_dir", "data_root", "precision")}
+        if self.precision.dtype != "fp32":  # fp32 runs keep the names they had before --precision
+            ident["precision"] = self.precision.dtype
         return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
 
     @property
     def name(self) -> str:
         c = self.cfg
         return (f"{c.method}_{c.dataset}_{self.preset.backbone}_{c.way}w{c.shot}s_"
-                f"{self.preset_name}_{c.eval_split}_s{c.seed}_{self.key}")
+                f"{self.preset_name}_{c.eval_split}_s{c.seed}_e{c.episode_seed}_{self.key}")
 
     def claim_dir(self) -> tuple[Path, filelock.BaseFileLock]:
         """The run directory to use, locked for this process.
@@ -176,6 +182,15 @@ class Run:
 
     # -- execution --------------------------------------------------------------------------
     def execute(self) -> RunResult:
+        if int(os.environ.get("RANK", "0")) > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Under torchrun, ranks > 0 only help with the pre-training (DDP), in a scratch
+            # directory, and leave; rank 0 makes the run.
+            import tempfile
+
+            if self.preset.pretrain is not None:
+                with tempfile.TemporaryDirectory() as scratch:
+                    self._execute(Path(scratch))
+            raise SystemExit(0)
         run_dir, lock = self.claim_dir()
         try:
             if (run_dir / SUMMARY).exists():
@@ -187,7 +202,7 @@ class Run:
 
     def _execute(self, run_dir: Path) -> RunResult:
         cfg, preset = self.cfg, self.preset
-        if cfg.dataset == "synthetic":
+        if cfg.dataset in BUILT_IN:
             console.print("[yellow]dataset: built-in synthetic data[/] (use --dataset and --data-root for real data)")
         dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets", self.show_progress)
         for note in dataset.notes:
@@ -197,11 +212,13 @@ class Run:
         spec.check(eval_split, "eval")
         train_split = dataset.split("train")
         if preset.episodic is not None:
-            EpisodeSpec(cfg.way, cfg.shot, preset.episodic.train_query).check(train_split, "train")
+            EpisodeSpec(preset.episodic.train_way or cfg.way, cfg.shot,
+                        preset.episodic.train_query).check(train_split, "train")
         if preset.episodic is not None or preset.pretrain is not None:
             spec.check(dataset.split("val"), "val")
         atomic_write_json(run_dir / CONFIG, {
             **self.resolved, "run_name": run_dir.name, "device": str(self.device),
+            "precision": self.precision.label, "channels_last": self.precision.channels_last,
             "versions": versions(), "git_commit": git_commit(), "dataset_notes": list(dataset.notes),
         })
         torch.manual_seed(cfg.seed)
@@ -209,24 +226,21 @@ class Run:
         normalize = Normalizer(dataset.mean, dataset.std, self.device)
         pretrain_seconds, pretrained, history = 0.0, None, []
         if preset.pretrain is not None:
-            from fsbench.engine.pretrain import ensure_pretrained
-
-            pre = ensure_pretrained(
-                dataset, preset.backbone, preset.backbone_kwargs, preset.pretrain,
-                self.preset_name, cfg.seed, self.device, self.cache_dir / "pretrained",
-                spec, show_progress=self.show_progress,
-            )
+            pre = self.pretrain(dataset)
             pretrained, pretrain_seconds, history = pre.state, pre.seconds, list(pre.history)
+            if int(os.environ.get("RANK", "0")) > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise SystemExit(0)  # a torchrun helper rank: its part (the pre-training) is done
         method = self._build(dataset, pretrained)
         train_log = TrainLog()
         if preset.episodic is not None:
             train_log = self._guard(lambda: meta_train(
                 method, dataset.name, train_split, dataset.split("val"), spec, preset.episodic,
                 self.hard, normalize, cfg.seed, run_dir / CHECKPOINT, self.show_progress,
-                preset.eval_batch,
+                preset.eval_batch, episode_seed=cfg.episode_seed,
             ))
             history += train_log.history
-        sampler = EpisodeSampler(eval_split, spec, cfg.seed, dataset.name, stream="eval")
+        # Test episodes depend on the episode seed only: every training seed sees the same ones.
+        sampler = EpisodeSampler(eval_split, spec, cfg.episode_seed, dataset.name, stream="eval")
         began = time.perf_counter()
         with bar(f"evaluate ({cfg.eval_split})", cfg.episodes, self.show_progress) as progress:
             accs = self._guard(lambda: evaluate(
@@ -237,14 +251,21 @@ class Run:
         summary = {
             "run_id": run_dir.name, "method": cfg.method, "dataset": dataset.name,
             "backbone": preset.backbone, "way": cfg.way, "shot": cfg.shot, "query": cfg.query,
-            "episodes": cfg.episodes, "seed": cfg.seed, "preset": self.preset_name,
+            "paper_backbone": (self.record.presets["paper"].backbone
+                               if "paper" in self.record.presets else None),
+            "episodes": cfg.episodes, "seed": cfg.seed, "episode_seed": cfg.episode_seed,
+            "episode_bank": sampler.fingerprint(cfg.episodes),
+            "preset": self.preset_name,
             "eval_split": cfg.eval_split, "hard_tasks": self.hard.enabled,
             "hard_tasks_used": train_log.hard_tasks_used,
+            "hard_task_mode": self.hard.mode if self.hard.enabled else None,
+            "outer_updates": train_log.outer_updates,
             "accuracy": acc, "ci95": ci, "ci_formula": CI_FORMULA,
             "pretrain_seconds": pretrain_seconds, "train_seconds": train_log.seconds,
             "eval_seconds": eval_seconds, "best_val_accuracy": train_log.best_accuracy,
             "best_iteration": train_log.best_iteration, "device": str(self.device),
-            "device_name": device_name(self.device), "precision": self.precision,
+            "device_name": device_name(self.device), "precision": self.precision.label,
+            "channels_last": self.precision.channels_last,
             # Only for a pre-training done by this run: a cached backbone may come from another device.
             "pretrain_images_per_s": (_mean_of(history, "images_per_s", phase="pretrain")
                                       if pretrain_seconds > 0 else None),
@@ -259,15 +280,39 @@ class Run:
         (run_dir / CHECKPOINT).unlink(missing_ok=True)
         return RunResult(run_dir, summary, accs)
 
+    def pretrain(self, dataset: FewShotDataset | None = None) -> PretrainResult:
+        """The pre-trained backbone this run's preset needs: from the cache, or trained now.
+
+        ``dataset`` (already on the run's device) saves loading it again. ``fsbench pretrain``,
+        the run itself and sweep workers all pre-train through here.
+        """
+        from fsbench.engine.pretrain import ensure_pretrained
+
+        cfg, preset = self.cfg, self.preset
+        if preset.pretrain is None:
+            needing = sorted(n for n, r in default_registry().methods.items() if r.needs_pretrain)
+            raise ConfigError(
+                f"method {cfg.method!r} (preset {self.preset_name!r}) needs no pre-trained "
+                f"backbone; methods that do: {', '.join(needing) or 'none installed'}"
+            )
+        if dataset is None:
+            dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets",
+                                   self.show_progress).resident(self.device)
+        return ensure_pretrained(
+            dataset, preset.backbone, preset.backbone_kwargs, preset.pretrain, self.preset_name,
+            cfg.seed, self.device, self.cache_dir / "pretrained",
+            EpisodeSpec(cfg.way, cfg.shot, cfg.query), show_progress=self.show_progress,
+            precision=self.precision,
+        )
+
     def _build(self, dataset: FewShotDataset, pretrained: dict[str, torch.Tensor] | None) -> Method:
         train = dataset.split("train")
         ctx = MethodContext(
             preset=self.preset, backbone=self.preset.backbone,
             backbone_kwargs=dict(self.preset.backbone_kwargs), num_train_classes=train.num_classes,
             image_shape=train.image_shape, device=self.device, seed=self.cfg.seed,
-            way=self.cfg.way, shot=self.cfg.shot, pretrained=pretrained,
+            way=self.cfg.way, shot=self.cfg.shot, pretrained=pretrained, precision=self.precision,
         )
-        self.precision = "bf16 autocast" if ctx.amp_dtype == torch.bfloat16 else "fp32"
         method = self._guard(lambda: self.record.cls(ctx))
         return method.to(self.device)
 

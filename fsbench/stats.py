@@ -84,3 +84,83 @@ def paired_difference(a: Iterable[float], b: Iterable[float]) -> PairedResult:
     mean, ci = mean_ci95(arr_b - arr_a)
     significant = arr_a.size >= 2 and (mean - ci > 0 or mean + ci < 0)
     return PairedResult(mean_diff=mean, ci95=ci, n=int(arr_a.size), significant=bool(significant))
+
+
+# ----------------------------------------------------------------------------------------------
+# Between training seeds: one seed is one sample
+# ----------------------------------------------------------------------------------------------
+
+#: The between-seeds interval formula, recorded beside :data:`CI_FORMULA` in reports.
+SEED_CI_FORMULA = "t(0.975, k-1)*std(ddof=1)/sqrt(k) over the k per-seed means"
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t distribution with ``df`` degrees of freedom.
+
+    The CDF is integrated numerically (Simpson's rule on the density) and inverted by
+    bisection: accurate to about 1e-6, with no dependency beyond numpy. ``df`` may be
+    fractional (Welch's approximation).
+    """
+    if not 0.5 <= p < 1.0:
+        raise ValueError(f"p must be in [0.5, 1), got {p}")
+    if not df > 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(t: float) -> float:
+        x = np.linspace(0.0, t, 4001)
+        f = np.exp(log_norm - (df + 1) / 2 * np.log1p(x * x / df))
+        h = t / 4000
+        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        high *= 2.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+    return (low + high) / 2
+
+
+def seed_ci95(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and 95% CI half-width over training seeds: ``t(0.975, k-1) * std(ddof=1) / sqrt(k)``.
+
+    Each value is one training run (its accuracy, or its paired difference to another method):
+    the interval describes the spread between training runs. Fewer than two values give NaN.
+    """
+    arr = _as_array(values)
+    k = arr.size
+    if k < 2:
+        return float(arr.mean()), math.nan
+    return float(arr.mean()), float(t_quantile(0.975, k - 1) * arr.std(ddof=1) / math.sqrt(k))
+
+
+def seed_paired_difference(diffs: Iterable[float]) -> PairedResult:
+    """Across seeds: the per-seed paired differences (one per training seed) and their t-interval.
+
+    ``n`` counts seeds; significant when the interval excludes 0 (never with fewer than two).
+    """
+    arr = _as_array(diffs, "per-seed differences")
+    mean, ci = seed_ci95(arr)
+    significant = not math.isnan(ci) and (mean - ci > 0 or mean + ci < 0)
+    return PairedResult(mean_diff=mean, ci95=ci, n=int(arr.size), significant=bool(significant))
+
+
+def welch_difference(a: Iterable[float], b: Iterable[float]) -> PairedResult:
+    """Unpaired difference of means ``mean(b) - mean(a)`` with a Welch 95% t-interval.
+
+    For per-seed accuracies of two sets of training runs that share no seed. ``n`` is the
+    smaller sample size; fewer than two values on either side gives a NaN interval.
+    """
+    arr_a, arr_b = _as_array(a, "a"), _as_array(b, "b")
+    diff = float(arr_b.mean() - arr_a.mean())
+    if arr_a.size < 2 or arr_b.size < 2:
+        return PairedResult(diff, math.nan, int(min(arr_a.size, arr_b.size)), False)
+    va, vb = arr_a.var(ddof=1) / arr_a.size, arr_b.var(ddof=1) / arr_b.size
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return PairedResult(diff, 0.0, int(min(arr_a.size, arr_b.size)), diff != 0.0)
+    df = (va + vb) ** 2 / (va**2 / (arr_a.size - 1) + vb**2 / (arr_b.size - 1))
+    ci = float(t_quantile(0.975, df) * se)
+    significant = diff - ci > 0 or diff + ci < 0
+    return PairedResult(diff, ci, int(min(arr_a.size, arr_b.size)), bool(significant))

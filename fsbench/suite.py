@@ -1,7 +1,8 @@
 """Named suites: several runs from one command.
 
 ``ci``: every first-party method (and any installed plugin's) with the smoke preset on the
-built-in synthetic data, on the CPU, 5-way 1-shot, 200 test episodes, seed 0. Its reference
+built-in ``synthetic_easy`` data (a task every method learns within seconds, so that a broken
+method falls visibly to chance), on the CPU, 5-way 1-shot, 200 test episodes, seed 0. Its reference
 results live in ``reference/ci/`` and ``.ci/run`` compares a fresh suite run against them
 with ``fsbench compare`` (see the README for refreshing the reference deliberately).
 """
@@ -20,11 +21,12 @@ from fsbench.runner import run
 from fsbench.summary import print_summary
 
 CI_EPISODES = 200
+CI_DATASET = "synthetic_easy"
 
 
 def ci_configs(output: Path, cache_dir: Path | None = None) -> list[RunConfig]:
     registry = default_registry()
-    base = RunConfig(method="", dataset="synthetic", preset="smoke", episodes=CI_EPISODES, seed=0,
+    base = RunConfig(method="", dataset=CI_DATASET, preset="smoke", episodes=CI_EPISODES, seed=0,
                      device="cpu", output=output, cache_dir=cache_dir)
     names = sorted(n for n, rec in registry.methods.items() if "smoke" in rec.presets)
     return [replace(base, method=name) for name in names]

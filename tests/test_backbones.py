@@ -20,6 +20,7 @@ SMALL = {
     "resnet12": dict(widths=(4, 8, 8, 16)),
     "resnet12_mtl": dict(widths=(4, 8, 8, 16)),
     "resnet12_tiny": {},
+    "resnet25_mtl": dict(widths=(8, 8, 16), blocks=1),
 }
 DEFAULT_FEATURES = {
     "conv4": 64,
@@ -27,6 +28,7 @@ DEFAULT_FEATURES = {
     "resnet12": 640,
     "resnet12_mtl": 512,
     "resnet12_tiny": 128,
+    "resnet25_mtl": 640,
 }
 
 
@@ -55,6 +57,19 @@ def test_default_resnet12_forward_84():
     assert torch.isfinite(out).all()
 
 
+def test_official_pytorch_backbone_sees_the_central_80px_crop():
+    model = timm.create_model("resnet25_mtl", widths=(8, 8, 16), blocks=2, num_classes=0).eval()
+    x = torch.randn(2, 3, 84, 84)
+    with torch.no_grad():
+        whole, centre = model(x), model(x[..., 2:82, 2:82])
+        torch.testing.assert_close(whole, centre)  # the border is never seen
+        assert model.forward_features(x).shape[-2:] == (10, 10)  # 80 px -> 10x10, as AvgPool(10)
+        assert not torch.allclose(model(x), model(x.roll(1, dims=-1)))
+    # three stages of `blocks` basic blocks, two 3x3 convs each, plus the stem: 2 * 3 * 2 + 1
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == 13
+
+
 @pytest.mark.parametrize("name", FSBENCH_BACKBONES)
 @pytest.mark.parametrize("size", [84, 32])
 def test_features_any_resolution(name, size):
@@ -66,7 +81,8 @@ def test_features_any_resolution(name, size):
         pooled = model.forward_head(fmap, pre_logits=True)
     assert out.shape == (2, model.num_features)
     assert fmap.dim() == 4 and fmap.shape[:2] == (2, model.num_features)
-    assert fmap.shape[-1] == size // 16
+    crop = getattr(model, "input_crop", None) or size  # resnet25_mtl sees its 80-px centre
+    assert fmap.shape[-1] == min(size, crop) // 2 ** model.num_pools
     assert torch.equal(pooled, out)
 
 

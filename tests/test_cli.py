@@ -95,8 +95,12 @@ def test_smoke_run_writes_run_directory(capsys, tmp_path):
     from fsbench_plugins.protonet import PRESETS
     episodic = PRESETS["smoke"].episodic
     assert summary["meta_train_episodes"] == episodic.iterations * episodic.meta_batch
-    assert summary["meta_train_episodes_per_s"] > 0 and summary["precision"] == "fp32"
-    assert "episodes/s" in out and "fp32" in out
+    # --precision auto (the default): bf16 on a CPU with native bf16, fp32 elsewhere.
+    from fsbench.engine.precision import resolve_precision
+
+    expected = resolve_precision("auto", "cpu").label
+    assert summary["meta_train_episodes_per_s"] > 0 and summary["precision"] == expected
+    assert "episodes/s" in out and expected in out
     rows = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
     assert [r["index"] for r in rows] == list(range(30))
     config = json.loads((run_dir / "config.json").read_text())

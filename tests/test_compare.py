@@ -212,3 +212,14 @@ def test_bad_inputs(baseline, tmp_path):
         compare_runs(baseline, tmp_path / "absent")
     with pytest.raises(ReportError, match="time_ratio"):
         compare_runs(baseline, baseline, time_ratio=0.5)
+
+
+def test_hard_tasks_never_drawn_fail_the_gate_even_at_equal_accuracy(tmp_path):
+    values = accs(0.6, seed=4)
+    make_run(tmp_path / "base", "mtl_ht", values, hard_tasks=True, hard_tasks_used=24)
+    make_run(tmp_path / "new", "mtl_ht", values, hard_tasks=True, hard_tasks_used=0)
+    report = compare_runs(tmp_path / "base", tmp_path / "new")
+    assert report.regressed_methods == ["mtl_ht"]
+    assert "no hard task drawn" in report.failures[0].reasons[0]
+    make_run(tmp_path / "ok", "mtl_ht", values, hard_tasks=True, hard_tasks_used=20)
+    assert not compare_runs(tmp_path / "base", tmp_path / "ok").failed

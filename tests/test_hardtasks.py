@@ -300,4 +300,51 @@ def test_runner_reports_hard_tasks_used(tmp_path: Path, every: int, count: int):
     assert summary["hard_tasks"] is True
     assert summary["hard_tasks_used"] == (iterations // every) * count
     config = json.loads((result.run_dir / "config.json").read_text())
-    assert config["hard_tasks"] == {"enabled": True, "every": every, "count": count, "fill": "confused"}
+    assert config["hard_tasks"] == {"enabled": True, "every": every, "count": count,
+                                    "fill": "confused", "mode": "extra"}
+    # Algorithm 1: the hard meta-batches are extra outer updates.
+    assert summary["outer_updates"] == iterations + iterations // every
+    assert summary["hard_task_mode"] == "extra"
+
+
+def _meta_train_protonet(mode: str, iterations: int = 6):
+    """ProtoNet (smoke) meta-trained with a hard meta-batch every 2 iterations, lr decay every 1."""
+    from fsbench.config import resolve_preset
+    from fsbench.data import load_dataset
+    from fsbench.data.base import Normalizer
+    from fsbench.engine.episodic import meta_train
+    from fsbench.method import MethodContext
+    from fsbench_plugins.protonet import PRESETS, ProtoNet
+
+    preset = resolve_preset(PRESETS["smoke"], {
+        "hparams": {"lr_decay_every": 1},
+        "episodic": {"iterations": iterations, "val_every": iterations, "val_episodes": 4}})
+    data = load_dataset("synthetic", None, None, progress=False)
+    train = data.split("train")
+    torch.manual_seed(0)
+    method = ProtoNet(MethodContext(
+        preset=preset, backbone=preset.backbone, backbone_kwargs=dict(preset.backbone_kwargs),
+        num_train_classes=train.num_classes, image_shape=train.image_shape, device="cpu", seed=0,
+        way=5, shot=1))
+    hard = HardTaskConfig(enabled=True, every=2, mode=mode)
+    log = meta_train(method, data.name, train, data.split("val"), EpisodeSpec(5, 1, 5),
+                     preset.episodic, hard, Normalizer(data.mean, data.std, "cpu"), 0,
+                     show_progress=False)
+    return method, log
+
+
+def test_extra_hard_batches_leave_the_learning_rate_schedule_to_the_iterations():
+    method, log = _meta_train_protonet("extra")
+    assert log.hard_tasks_used == 3 * 2  # 3 hard meta-batches of meta_batch (2) tasks
+    assert method.outer_updates == log.outer_updates == 6 + 3
+    assert method.scheduler.last_epoch == 6  # counts meta-iterations, not the hard batches
+
+
+def test_replace_mode_is_compute_matched():
+    method, log = _meta_train_protonet("replace")
+    # Hard batches due after the 2nd and 4th iterations (every=2) take the place of the 3rd and
+    # 5th; the one due after the last iteration is never trained.
+    assert method.outer_updates == log.outer_updates == 6
+    assert method.scheduler.last_epoch == 6
+    assert log.hard_tasks_used == 2 * 2
+    assert log.tasks == 6 * 2  # as many tasks as a plain run

@@ -38,7 +38,7 @@ def test_training_state_carries_optimizer_and_scheduler():
     for _ in range(3):
         a.step()
     state = copy.deepcopy(a.training_state())  # as a checkpoint file would: no shared tensors
-    assert set(state) == {"optimizer", "scheduler"}
+    assert set(state) == {"optimizer", "scheduler", "outer_updates"}
     b = Tiny(_ctx())
     b.load_state_dict(a.state_dict())
     b.load_training_state(state)
@@ -50,7 +50,7 @@ def test_training_state_carries_optimizer_and_scheduler():
 
 def test_method_without_optimizer_has_no_training_state():
     m = Tiny(_ctx(), optimizer=False)
-    assert m.training_state() == {}
+    assert m.training_state() == {"outer_updates": 0}
     m.load_training_state({})
 
 

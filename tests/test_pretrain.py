@@ -258,7 +258,7 @@ def test_history_rows_and_headless_state(reference):
     assert [r["step"] for r in reference.history] == list(range(1, CFG.epochs + 1))
     for row in reference.history:
         assert row["phase"] == "pretrain"
-        assert 0 <= row["val_accuracy"] <= 100 and row["val_ci95"] >= 0
+        assert row["val_ci95"] > 0  # a probe over several episodes has a spread
         assert row["loss"] > 0
     assert reference.best_accuracy == max(r["val_accuracy"] for r in reference.history)
     assert not any(k.startswith("fc.") for k in reference.state)  # no classifier head
@@ -285,3 +285,25 @@ def test_shared_presets_cover_every_preset():
     from fsbench.config import PRESETS
 
     assert set(pretrain.PRETRAIN_PRESETS) == set(PRESETS) == set(pretrain.PRETRAIN_BACKBONES)
+
+
+def test_paper_and_official_pytorch_schedules():
+    from fsbench.engine.pretrain import _lr_factor
+
+    halve = _lr_factor(PretrainConfig(epochs=10, lr=1e-3, schedule="halve", halve_every=5,
+                                      lr_min=1e-4), total_steps=100)
+    assert [halve(s) for s in (0, 4, 5, 10, 15, 99)] == [1.0, 1.0, 0.5, 0.25, 0.125, 0.1]
+    step = _lr_factor(PretrainConfig(epochs=110, schedule="step", step_every=30, step_gamma=0.2),
+                      total_steps=1100)  # 10 steps per epoch
+    assert step(299) == 1.0 and step(300) == pytest.approx(0.2) and step(900) == pytest.approx(0.008)
+    classic = _lr_factor(PretrainConfig(epochs=4, schedule="step"), total_steps=40)
+    assert [classic(s) for s in (19, 20, 30)] == [1.0, pytest.approx(0.1), pytest.approx(0.01)]
+
+
+def test_adam_flip_only_mlp_head_pretraining_runs_and_keys_apart(synthetic, tmp_path):
+    cfg = replace(CFG, optimizer="adam", lr=1e-3, schedule="halve", halve_every=4, crop=False,
+                  head_hidden=32, epochs=2)
+    result = pretrain_in(synthetic, tmp_path, cfg=cfg)
+    assert result.best_accuracy > 0 and not any(k.startswith(("fc.", "head")) for k in result.state)
+    assert pretrain.cache_key(synthetic, "conv4", {"width": 8}, cfg, "test", 0, EpisodeSpec(5, 1, 5)) != \
+        pretrain.cache_key(synthetic, "conv4", {"width": 8}, CFG, "test", 0, EpisodeSpec(5, 1, 5))

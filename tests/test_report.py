@@ -217,9 +217,13 @@ def test_ablation_keeps_only_present_rows_and_errors_when_none(tmp_path):
         accuracy_table(load_runs(tmp_path / "b"), ablation=True)
 
 
-def test_paper_column_and_difference(tmp_path):
-    make_run(tmp_path, "mtl_ht", [0.6, 0.64], dataset="miniimagenet", shot=1)  # 62.0
-    make_run(tmp_path, "mtl", [0.5, 0.6], dataset="miniimagenet", shot=1)  # 55.0
+PAPER_RUN = {"dataset": "miniimagenet", "shot": 1, "preset": "paper", "backbone": "resnet12_mtl",
+             "paper_backbone": "resnet12_mtl"}
+
+
+def test_paper_column_and_difference_on_the_papers_protocol(tmp_path):
+    make_run(tmp_path, "mtl_ht", [0.6, 0.64] * 300, **PAPER_RUN)  # 62.0
+    make_run(tmp_path, "mtl", [0.5, 0.6] * 300, **PAPER_RUN)  # 55.0
     view = accuracy_table(load_runs(tmp_path), paper=True)
     assert list(view.cells.columns) == [
         "miniimagenet 1-shot",
@@ -234,8 +238,23 @@ def test_paper_column_and_difference(tmp_path):
     assert "$\\Delta$" in render(view, "latex")
 
 
-def test_paper_numbers_never_for_val_or_synthetic(tmp_path):
-    make_run(tmp_path, "mtl", [0.5, 0.6], dataset="miniimagenet", shot=1, eval_split="val")
+@pytest.mark.parametrize(("change", "why"), [
+    ({"preset": "quick"}, "preset quick, not paper"),
+    ({"backbone": "conv4"}, "backbone conv4, not resnet12_mtl"),
+    ({"eval_split": "val"}, "val split, not test"),
+    ({"query": 5}, "5 queries, not 15"),
+])
+def test_no_paper_difference_off_the_papers_protocol(tmp_path, change, why):
+    make_run(tmp_path, "mtl", [0.5, 0.6] * 300, **{**PAPER_RUN, **change})
+    view = accuracy_table(load_runs(tmp_path), paper=True)
+    col = next(c for c in view.cells.columns if c.endswith("Δ"))
+    assert view.cells[col].iloc[0] == "— [1]"
+    assert view.cells[next(c for c in view.cells.columns if c.endswith("paper"))].iloc[0] == "60.2"
+    assert any(note.startswith("— [1]: not the paper's protocol") and why in note
+               for note in view.notes), view.notes
+
+
+def test_no_paper_numbers_for_synthetic_data(tmp_path):
     make_run(tmp_path, "mtl", [0.5, 0.6], dataset="synthetic", shot=1)
     view = accuracy_table(load_runs(tmp_path), paper=True)
     assert not any("paper" in c for c in view.cells.columns)
@@ -251,7 +270,8 @@ def test_val_split_is_labelled(tmp_path):
     assert "VALIDATION" in render(view, "markdown")
 
 
-def test_seed_aggregation(tmp_path):
+def test_seed_aggregation_of_legacy_runs_pools_their_different_episodes(tmp_path):
+    # Runs written before --episode-seed: each training seed drew its own test episodes.
     a, b = accs(0.6, seed=1), accs(0.7, seed=2)
     make_run(tmp_path, "mtl", a, seed=0)
     make_run(tmp_path, "mtl", b, seed=1)
@@ -264,9 +284,10 @@ def test_seed_aggregation(tmp_path):
     assert row.ci95 == pytest.approx(mean_ci95(np.array(a + b) * 100)[1])
     view = accuracy_table(df)
     cell = view.cells.at["mtl", "synthetic 1-shot"]
-    assert cell.endswith("(2 seeds)")
+    assert cell.endswith(f"(seeds ± {row.seed_ci95:.1f}, n=2)")
+    assert row.seed_ci95 == pytest.approx(12.706 * abs(np.mean(a) - np.mean(b)) * 100 / 2, rel=1e-3)
     assert view.cells.at["protonet", "synthetic 1-shot"].count("seeds") == 0
-    assert any("pools all episodes" in note for note in view.notes)
+    assert any("pooled" in note for note in view.notes)
 
 
 def test_single_seed_keeps_run_ci_and_duplicates_are_dropped(tmp_path):

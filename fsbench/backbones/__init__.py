@@ -1,7 +1,7 @@
 """Backbones for few-shot classification, registered in timm's model registry.
 
 Importing this package registers ``conv4``, ``conv4_32``, ``resnet12``, ``resnet12_mtl`` and
-``resnet12_tiny`` with timm, so ``timm.create_model(name, num_classes=0)`` builds them like any
+``resnet12_tiny`` (and the official MTL PyTorch code's ``resnet25_mtl``) with timm, so ``timm.create_model(name, num_classes=0)`` builds them like any
 timm model. :func:`create_backbone` builds a headless feature extractor from those names or from
 any other timm model name (``resnet10t``, ``vit_tiny_patch16_224``, ...).
 """
@@ -17,6 +17,7 @@ from fsbench.errors import FsbenchError
 
 from . import conv4 as _conv4  # noqa: F401  (registers conv4, conv4_32)
 from . import resnet12 as _resnet12  # noqa: F401  (registers resnet12, resnet12_mtl, resnet12_tiny)
+from . import resnet_mtl_pytorch as _resnet_mtl_pytorch  # noqa: F401  (registers resnet25_mtl)
 from .conv4 import Conv4, FewShotBackbone
 from .resnet12 import ResNet12
 
@@ -28,6 +29,7 @@ __all__ = [
     "ResNet12",
     "create_backbone",
     "feature_dim",
+    "with_image_size",
 ]
 
 #: The model names this package registers with timm.
@@ -37,6 +39,7 @@ FSBENCH_BACKBONES: tuple[str, ...] = (
     "resnet12",
     "resnet12_mtl",
     "resnet12_tiny",
+    "resnet25_mtl",
 )
 
 
@@ -79,3 +82,12 @@ def feature_dim(model: torch.nn.Module) -> int:
             f"{type(model).__name__} has no num_features attribute; not a timm-style model"
         )
     return int(dim)
+
+
+def with_image_size(kwargs: dict[str, Any], image_shape: tuple[int, ...]) -> dict[str, Any]:
+    """``kwargs`` with ``img_size`` filled in from the data's ``image_shape`` (C, H, W) when they
+    ask fsbench's Conv-4 / ResNet-12 for ``pool="flatten"`` (its feature size depends on it)."""
+    kwargs = dict(kwargs)
+    if kwargs.get("pool") == "flatten":
+        kwargs.setdefault("img_size", tuple(image_shape[-2:]))
+    return kwargs

@@ -13,10 +13,10 @@ def load_dataset(
     name: str, root: Path | None = None, cache_dir: Path | None = None, progress: bool = True
 ) -> FewShotDataset:
     """Load a dataset by name; real datasets read ``root`` and cache decoded splits."""
-    if name == "synthetic":
+    if name in ("synthetic", "synthetic_easy"):
         from fsbench.data.synthetic import load_synthetic
 
-        return load_synthetic()
+        return load_synthetic(name)
     if root is None:
         raise DataError(f"dataset {name!r} needs --data-root")
     root = Path(root).expanduser()
@@ -30,4 +30,4 @@ def load_dataset(
         from fsbench.data.fc100 import load_fc100
 
         return load_fc100(root, cache_dir, progress=progress)
-    raise DataError(f"unknown dataset {name!r}; choose from synthetic, miniimagenet, fc100")
+    raise DataError(f"unknown dataset {name!r}; choose from synthetic, synthetic_easy, miniimagenet, fc100")

@@ -44,6 +44,7 @@ class TrainLog:
     seconds: float = 0.0  # wall time of meta-training, validation included
     val_seconds: float = 0.0  # the part of ``seconds`` spent evaluating val episodes
     tasks: int = 0  # meta-train tasks (episodes) trained on, hard tasks included
+    outer_updates: int = 0  # the method's outer updates (hard-task meta-batches included)
 
     @property
     def episodes_per_s(self) -> float | None:
@@ -69,15 +70,21 @@ def meta_train(
     checkpoint: Path | None = None,
     show_progress: bool = True,
     eval_batch: int = 50,
+    episode_seed: int | None = None,
 ) -> TrainLog:
-    train_spec = EpisodeSpec(spec.way, spec.shot, cfg.train_query)
+    """Meta-train ``method``; training tasks (and hard tasks) are seeded by ``seed``, the
+    validation episodes by ``episode_seed`` (default: ``seed``), so that runs with different
+    training seeds select their best state on the same validation episodes."""
+    train_spec = EpisodeSpec(cfg.train_way or spec.way, spec.shot, cfg.train_query)
     sampler = EpisodeSampler(train, train_spec, seed, dataset_name, stream="train")
-    val_sampler = EpisodeSampler(val, spec, seed, dataset_name, stream="val")
+    val_seed = seed if episode_seed is None else episode_seed
+    val_sampler = EpisodeSampler(val, spec, val_seed, dataset_name, stream="val")
     val_episodes = val_sampler.batch(range(cfg.val_episodes))
     strategy: PlainMetaBatch = (
         HardTaskMetaBatch(hard, EpisodeSampler(train, train_spec, seed, dataset_name, "hard"), cfg.meta_batch)
         if hard.enabled else PlainMetaBatch()
     )
+    replace_mode = hard.enabled and hard.mode == "replace"
     log = TrainLog()
     best_state = _detach_state(method)
     start = 0
@@ -126,11 +133,22 @@ def meta_train(
     last_save = time.perf_counter()
     with bar("meta-train", cfg.iterations, show_progress, completed=start) as progress:
         for it in range(start, cfg.iterations):
-            batch = sampler.batch(range(it * cfg.meta_batch, (it + 1) * cfg.meta_batch))
-            out = _step(method, batch, train, normalize)
-            strategy.observe(batch, out.query_logits)
-            for extra in strategy.extra_batches(it):
-                nonfinite |= ~torch.isfinite(_step(method, extra, train, normalize).loss)
+            # Compute-matched hard tasks: a hard meta-batch due after iteration it-1 is trained
+            # in place of the regular meta-batch of iteration it (same number of updates).
+            hard_batches = strategy.extra_batches(it - 1) if replace_mode and it > 0 else []
+            if hard_batches:
+                for hard_batch in hard_batches:
+                    out = _step(method, hard_batch, train, normalize)
+                    nonfinite |= ~torch.isfinite(out.loss)
+            else:
+                batch = sampler.batch(range(it * cfg.meta_batch, (it + 1) * cfg.meta_batch))
+                out = _step(method, batch, train, normalize)
+                strategy.observe(batch, out.query_logits)
+            if not replace_mode:
+                # Algorithm 1: the hard meta-batch is an extra one; the schedule counts iterations.
+                with method.schedule_held():
+                    for extra in strategy.extra_batches(it):
+                        nonfinite |= ~torch.isfinite(_step(method, extra, train, normalize).loss)
             running += out.loss
             nonfinite |= ~torch.isfinite(out.loss)
             steps_since += 1
@@ -166,7 +184,10 @@ def meta_train(
                 last_save = time.perf_counter()
     method.load_state_dict(copy.deepcopy(best_state))
     log.hard_tasks_used = strategy.hard_tasks_used
-    log.tasks = cfg.iterations * cfg.meta_batch + strategy.hard_tasks_used
+    # Each hard meta-batch holds ``count`` tasks; in replace mode it took a regular one's place.
+    replaced = (strategy.hard_tasks_used // strategy.count) * cfg.meta_batch if replace_mode else 0
+    log.tasks = cfg.iterations * cfg.meta_batch - replaced + strategy.hard_tasks_used
+    log.outer_updates = method.outer_updates
     log.seconds = time.perf_counter() - began
     if not math.isfinite(log.best_accuracy):
         raise DivergenceError("meta-training produced no finite validation accuracy")
@@ -176,7 +197,9 @@ def meta_train(
 def _step(method: Method, batch: Episode, split: Split, normalize: Normalizer):
     support, query = batch.images(split)
     device = normalize.device
+    # A method that trains on global class ids too (TADAM's auxiliary task) asks for them.
+    extra = {"classes": batch.classes.to(device)} if method.needs_class_ids else {}
     return method.meta_train_step(
         normalize(support), batch.support_labels.to(device),
-        normalize(query), batch.query_labels.to(device), batch.spec.way,
+        normalize(query), batch.query_labels.to(device), batch.spec.way, **extra,
     )

@@ -50,28 +50,38 @@ from fsbench.method import Method, MethodContext
 from fsbench.progress import bar, console
 from fsbench.stats import mean_ci95
 
+from . import distributed
 from .augment import CropFlip, random_resized_crop_flip
 from .evaluate import evaluate_episodes
+from .precision import Precision, resolve_precision
 from .prototypes import nearest_centroid_logits
 
 __all__ = [
     "PRETRAIN_BACKBONES",
     "PRETRAIN_PRESETS",
+    "PRETRAIN_SOURCES",
     "PretrainResult",
     "cache_key",
     "ensure_pretrained",
     "probe_spec",
 ]
 
-SCHEDULES = ("cosine", "step")
+SCHEDULES = ("cosine", "step", "halve")
+OPTIMIZERS = ("sgd", "adam")
+
+#: Pre-training settings added after the first release, with their defaults: a configuration
+#: that keeps them at these values keeps the cache key it had (its cached backbone stays valid).
+_LATER_DEFAULTS = {"optimizer": "sgd", "crop": True, "halve_every": 5000, "lr_min": 0.0,
+                   "step_every": 0, "step_gamma": 0.1, "head_hidden": 0}
 PROBE_SHOT = 1
 PROBE_QUERY = 15
 
 #: The pre-training schedule of each preset, shared by every method that needs a pre-trained
 #: backbone (finetune, MTL): methods import these so that they hit the same cache entry.
 #:
-#: * ``paper``: the MTL paper's pre-training (official PyTorch code: SGD lr 0.1, momentum 0.9,
-#:   weight decay 5e-4, batch 128, 100 epochs, step decay), on its ResNet-12.
+#: * ``paper``: the MTL paper's pre-training (TPAMI Sec. 5.2, the TensorFlow code that produced
+#:   its numbers where the paper is silent): Adam 1e-3 halved every 5k iterations, batch 64,
+#:   about 10k iterations, horizontal flips, a single FC head, on its ResNet-12 (64-128-256-512).
 #: * ``quick``: a Conv-4 on real miniImageNet (84x84) for CPUs: 6 epochs of 6,400 images (one
 #:   pass over the 38,400 train images in all) and a 100-episode val probe: 105 s per epoch on
 #:   2 idle CPU cores, about 10.5 minutes in all (39 minutes on a 2-core machine shared with 4+
@@ -79,8 +89,8 @@ PROBE_QUERY = 15
 #: * ``smoke``: seconds on the synthetic data.
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     "paper": PretrainConfig(
-        epochs=100, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
-        schedule="step", val_episodes=600,
+        epochs=17, batch_size=64, lr=1e-3, momentum=0.0, weight_decay=0.0, optimizer="adam",
+        schedule="halve", halve_every=5000, lr_min=1e-4, crop=False, val_episodes=600,
     ),
     "quick": PretrainConfig(
         epochs=6, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4,
@@ -90,6 +100,11 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
         epochs=3, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4,
         schedule="cosine", images_per_epoch=256, val_episodes=20,
     ),
+    # The official MTL PyTorch code's pre-training, for side-by-side comparisons with that code.
+    "official_pytorch": PretrainConfig(
+        epochs=110, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="step",
+        step_every=30, step_gamma=0.2, head_hidden=1000, val_episodes=600,
+    ),
 }
 
 #: The backbone (timm name, kwargs) pre-trained under each preset.
@@ -97,6 +112,90 @@ PRETRAIN_BACKBONES: dict[str, tuple[str, dict[str, Any]]] = {
     "paper": ("resnet12_mtl", {}),
     "quick": ("conv4", {}),
     "smoke": ("conv4", {"width": 16}),
+    "official_pytorch": ("resnet25_mtl", {}),
+}
+
+_T = "Sun et al., TPAMI (in press), Sec. 5.2"
+_TF = "yaoyao-liu/meta-transfer-learning tensorflow/"
+_CPU_PRE = "DEVIATION: CPU budget (a Conv-4 pre-trained in minutes on 2 cores) with the SGD recipe " \
+           "that trains a Conv-4 fastest; the paper's Adam schedule is the paper preset's"
+
+#: Provenance of every pre-training setting (and the backbone) per preset; methods that share
+#: the pre-training merge these into their presets' ``sources``.
+_PT = "yaoyao-liu/meta-transfer-learning pytorch/"
+
+PRETRAIN_SOURCES: dict[str, dict[str, str]] = {
+    "official_pytorch": {
+        "backbone": f"{_PT}models/resnet_mtl.py:165-204 ('ResNet-25': stem 80, 3 stages of 4 basic "
+                    f"blocks at 160/320/640, AvgPool(10), 640 features; 80-px inputs, "
+                    f"{_PT}dataloader/dataset_loader.py:56-69)",
+        "pretrain.optimizer": f"{_PT}trainer/pre.py:58-60 (SGD, Nesterov momentum)",
+        "pretrain.lr": f"{_PT}main.py:48-52 (0.1)",
+        "pretrain.momentum": f"{_PT}trainer/pre.py:58-60 (0.9)",
+        "pretrain.weight_decay": f"{_PT}trainer/pre.py:58-60 (5e-4)",
+        "pretrain.schedule": f"{_PT}trainer/pre.py (StepLR)",
+        "pretrain.step_every": f"{_PT}main.py:48-52 (x0.2 every 30 epochs)",
+        "pretrain.step_gamma": f"{_PT}main.py:48-52 (gamma 0.2)",
+        "pretrain.epochs": f"{_PT}run_pre.py:14 (110 epochs)",
+        "pretrain.batch_size": f"{_PT}main.py:48-52 (batch 128)",
+        "pretrain.images_per_epoch": "every train image once per epoch",
+        "pretrain.head_hidden": f"{_PT}models/mtl.py:55 (MLP 640-1000-ReLU-64 head)",
+        "pretrain.augment": f"{_PT}dataloader/dataset_loader.py:55-64 (random crops and flips)",
+        "pretrain.crop": "DEVIATION: the official Resize 92, RandomResizedCrop 88, CenterCrop 80 is "
+                         "approximated by fsbench's random-resized crop of the 84-px image (the model "
+                         "then sees its central 80 px)",
+        "pretrain.label_smoothing": "none in the official PyTorch code",
+        "pretrain.val_episodes": f"{_PT}trainer/pre.py:47-49,148-197 (best of 600 1-shot val episodes "
+                                 "per epoch). DEVIATION: fsbench's probe is nearest-centroid; the "
+                                 "official code fits an FC head 100 steps at lr 0.01",
+        "pretrain.halve_every": "unused by the step schedule",
+        "pretrain.lr_min": "unused by the step schedule",
+    },
+    "paper": {
+        "backbone": f"Sun et al., CVPR 2019, Sec. 5.1 (ResNet-12, 4 residual blocks of 3 conv3x3, "
+                    f"64 to 512 filters); {_TF}models/resnet12.py:58-75 (64-128-256-512)",
+        "pretrain.optimizer": f"{_T} (Adam); {_TF}models/pre_model.py:52",
+        "pretrain.lr": f"{_T} (1e-3); {_TF}run_experiment.py:32",
+        "pretrain.schedule": f"{_T} (halved every 5k iterations); {_TF}trainer/pre.py:87-88",
+        "pretrain.halve_every": f"{_T} (5k iterations); {_TF}run_experiment.py:33",
+        "pretrain.lr_min": f"{_T} (until below 1e-4; never reached within 10k iterations)",
+        "pretrain.step_every": "unused by the halving schedule",
+        "pretrain.step_gamma": "unused by the halving schedule",
+        "pretrain.head_hidden": "Sun et al., CVPR 2019, Sec. 4.1 (a single FC head, discarded after "
+                                f"pre-training); {_TF}models/resnet12.py:159-162 (FC 512-64)",
+        "pretrain.batch_size": f"{_T} (batch 64); {_TF} pre-train batch 64",
+        "pretrain.epochs": f"{_T} (10k iterations): 17 epochs of 600 batches of 64 = 10,200 "
+                           f"iterations; {_TF}run_experiment.py:40 uses the 10k checkpoint",
+        "pretrain.images_per_epoch": "every train image once per epoch (38,400 on miniImageNet)",
+        "pretrain.momentum": "unused with Adam",
+        "pretrain.weight_decay": f"{_TF}: no weight decay (models/pre_model.py:52, plain Adam)",
+        "pretrain.augment": f"{_T} (horizontal flip)",
+        "pretrain.crop": f"{_T}: flips only, no crops ({_TF}data_generator/pre_data_generator.py:53-56 "
+                         "has none at all)",
+        "pretrain.label_smoothing": f"{_T}: none",
+        "pretrain.val_episodes": "DEVIATION: the paper stops at a fixed 10k iterations "
+                                 f"({_TF}run_experiment.py:40); fsbench keeps the epoch whose "
+                                 "features score best on 600 val episodes (nearest-centroid probe), "
+                                 "no dropout (the TF code keeps 0.9 after each block)",
+    },
+    "quick": {
+        "backbone": "DEVIATION: Conv-4 (64 filters) instead of ResNet-12, for a CPU",
+        **{f"pretrain.{k}": _CPU_PRE for k in (
+            "optimizer", "lr", "schedule", "momentum", "weight_decay", "epochs",
+            "images_per_epoch", "crop", "lr_min")},
+        "pretrain.step_every": "unused by the cosine schedule",
+        "pretrain.step_gamma": "unused by the cosine schedule",
+        "pretrain.val_episodes": "DEVIATION: 100 val episodes per probe, for a CPU",
+    },
+    "smoke": {
+        "backbone": "DEVIATION: a width-16 Conv-4 for seconds-long tests",
+        "backbone_kwargs.width": "DEVIATION: see backbone",
+        **{f"pretrain.{k}": "DEVIATION: tests (seconds on synthetic data)" for k in (
+            "optimizer", "lr", "schedule", "momentum", "weight_decay", "epochs", "batch_size",
+            "images_per_epoch", "crop", "val_episodes", "lr_min")},
+        "pretrain.step_every": "unused by the cosine schedule",
+        "pretrain.step_gamma": "unused by the cosine schedule",
+    },
 }
 
 
@@ -137,8 +236,13 @@ def cache_key(
     preset: str,
     seed: int,
     probe: EpisodeSpec,
+    precision: str = "fp32",
 ) -> str:
-    """File stem naming one pre-trained backbone: readable parts plus a hash of all inputs."""
+    """File stem naming one pre-trained backbone: readable parts plus a hash of all inputs.
+
+    ``precision`` is the resolved dtype (``fp32`` or ``bf16``): a bf16 pre-training is another
+    backbone. fp32 keeps the keys it had before the precision policy (cached files stay valid).
+    """
     train = dataset.split("train")
     ident = {
         "dataset": dataset.name,
@@ -149,9 +253,12 @@ def cache_key(
         "backbone_kwargs": to_jsonable(backbone_kwargs),
         "preset": preset,
         "seed": seed,
-        "pretrain": to_jsonable(cfg),
+        "pretrain": {k: v for k, v in to_jsonable(cfg).items()
+                     if k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]},
         "probe": to_jsonable(probe),
     }
+    if precision != "fp32":
+        ident["precision"] = precision
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
     safe_backbone = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone)
     return f"{dataset.name}_{safe_backbone}_{preset}_s{seed}_{digest}"
@@ -160,6 +267,12 @@ def cache_key(
 def _check(cfg: PretrainConfig) -> None:
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"pretrain.schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"pretrain.optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    if cfg.step_every < 0 or cfg.head_hidden < 0:
+        raise ConfigError("pretrain.step_every and pretrain.head_hidden must be >= 0")
+    if cfg.halve_every < 1:
+        raise ConfigError(f"pretrain.halve_every must be at least 1, got {cfg.halve_every}")
     for name in ("epochs", "batch_size", "val_episodes"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"pretrain.{name} must be at least 1, got {getattr(cfg, name)}")
@@ -175,9 +288,13 @@ def _lr_factor(cfg: PretrainConfig, total_steps: int):
     """Multiplier of the base lr after ``step`` optimizer steps (cosine to 0, or x0.1 at 50%/75%)."""
 
     def factor(step: int) -> float:
+        if cfg.schedule == "halve":  # the MTL paper: x0.5 every halve_every steps, to a floor
+            return max(0.5 ** (step // cfg.halve_every), cfg.lr_min / cfg.lr)
         if cfg.schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-        return 0.1 ** ((step >= 0.5 * total_steps) + (step >= 0.75 * total_steps))
+        if cfg.step_every:  # x step_gamma every step_every epochs
+            return cfg.step_gamma ** ((step // max(1, total_steps // cfg.epochs)) // cfg.step_every)
+        return cfg.step_gamma ** ((step >= 0.5 * total_steps) + (step >= 0.75 * total_steps))
 
     return factor
 
@@ -196,8 +313,7 @@ class _Probe(Method):
         self.backbone = backbone
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        with self.ctx.autocast():
-            return self.backbone(images).float()
+        return self.ctx.precision.forward(self.backbone, images)
 
     def classify(self, support, support_y, query, way):
         return nearest_centroid_logits(support, support_y, query, way)
@@ -216,6 +332,7 @@ class _Setup:
     device: torch.device
     key: str
     probe: EpisodeSpec
+    precision: Precision
 
 
 def ensure_pretrained(
@@ -230,27 +347,35 @@ def ensure_pretrained(
     spec: EpisodeSpec,
     show_progress: bool = True,
     resume: bool = True,
+    precision: Precision | str | None = None,
 ) -> PretrainResult:
     """The pre-trained backbone for these settings: from the cache, or trained now and cached.
 
     ``spec`` gives the way of the val-probe episodes (see :func:`probe_spec`). With ``resume``
     (the default) an interrupted pre-training continues from its per-epoch checkpoint;
     ``resume=False`` discards such a checkpoint and starts over. A finished file is always
-    reused (delete it to retrain).
+    reused (delete it to retrain). ``precision``: a resolved policy or a ``--precision`` name
+    (None: ``auto``, the run default) for the forward passes (:mod:`fsbench.engine.precision`).
 
     Raises:
         DivergenceError: the training loss became non-finite.
         ConfigError: invalid ``cfg``.
     """
     _check(cfg)
-    device = torch.device(device)
+    device = distributed.setup(torch.device(device))  # under torchrun: process group, rank's device
+    if not isinstance(precision, Precision):
+        precision = resolve_precision(precision or "auto", device)
     val = dataset.split("val")
     probe = probe_spec(spec, val)
     probe.check(val, "val")
-    key = cache_key(dataset, backbone, backbone_kwargs, cfg, preset, seed, probe)
+    key = cache_key(dataset, backbone, backbone_kwargs, cfg, preset, seed, probe, precision.dtype)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / f"{key}.pt"
+    if distributed.world_size() > 1:  # torchrun: all ranks train (DDP), rank 0 writes
+        setup = _Setup(dataset, backbone, dict(backbone_kwargs), cfg, preset, seed, device, key, probe,
+                       precision)
+        return _ensure_distributed(setup, final, cache_dir, show_progress, resume)
     if final.exists():
         return _load_cached(final)
     lock = filelock.FileLock(str(cache_dir / f"{key}.lock"))
@@ -262,7 +387,8 @@ def ensure_pretrained(
     try:
         if final.exists():  # trained by the process we waited for
             return _load_cached(final)
-        setup = _Setup(dataset, backbone, dict(backbone_kwargs), cfg, preset, seed, device, key, probe)
+        setup = _Setup(dataset, backbone, dict(backbone_kwargs), cfg, preset, seed, device, key, probe,
+                       precision)
         return _train(setup, final, cache_dir / f"{key}.ckpt.pt", show_progress, resume)
     finally:
         lock.release()
@@ -289,15 +415,23 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
     with torch.random.fork_rng(devices=[]):  # a seeded initialisation, global RNG untouched
         torch.manual_seed(derive_seed("pretrain-init", s.key))
         model = create_backbone(s.backbone, **s.backbone_kwargs)
-        head = nn.Linear(feature_dim(model), train.num_classes)
-    channels_last = device.type == "cuda"
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        dim = feature_dim(model)
+        head: nn.Module = (nn.Linear(dim, train.num_classes) if not cfg.head_hidden else nn.Sequential(
+            nn.Linear(dim, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, train.num_classes)))
+    model.to(device)
+    s.precision.prepare(model)
     head.to(device)
+    net = distributed.wrap(nn.Sequential(model, head), device)  # head(model(x)); DDP under torchrun
+    save, write_json = distributed.main_only(atomic_torch_save), distributed.main_only(atomic_write_json)
     params = list(model.parameters()) + list(head.parameters())
-    optimizer = torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        nesterov=cfg.momentum > 0,
-    )
+    if cfg.optimizer == "adam":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            nesterov=cfg.momentum > 0,
+        )
     per_epoch = min(cfg.images_per_epoch or len(train), len(train))
     steps_per_epoch = max(1, per_epoch // cfg.batch_size)
     batch_size = min(cfg.batch_size, per_epoch)
@@ -309,12 +443,13 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
                             pretrain=cfg),
         backbone=s.backbone, backbone_kwargs=s.backbone_kwargs, num_train_classes=train.num_classes,
         image_shape=train.image_shape, device=device, seed=s.seed, way=s.probe.way, shot=s.probe.shot,
+        precision=s.precision,
     )
     probe = _Probe(ctx, model)
     val_episodes = EpisodeSampler(val, s.probe, s.seed, s.dataset.name, stream="pretrain-val").batch(
         range(cfg.val_episodes)
     )
-    crop = CropFlip()
+    crop = CropFlip() if cfg.crop else CropFlip(scale=(1.0, 1.0), ratio=(1.0, 1.0))  # flips only
 
     start, seconds = 0, 0.0
     best_state = _cpu_state(model)
@@ -333,7 +468,7 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
             history = list(state["history"])
             console.print(f"[yellow]resuming pre-training[/] after epoch {start}/{cfg.epochs}: {checkpoint}")
         else:
-            checkpoint.unlink()
+            checkpoint.unlink(missing_ok=True)
 
     console.print(
         f"pre-training {s.backbone} on {s.dataset.name} ({train.num_classes}-way, "
@@ -349,15 +484,15 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
             running = torch.zeros((), device=device)
             epoch_began, epoch_images = time.perf_counter(), 0
             for b in range(steps_per_epoch):
-                idx = order[b * batch_size : (b + 1) * batch_size]
+                idx = distributed.shard(order[b * batch_size : (b + 1) * batch_size])
                 x = normalize(train.images[idx])
                 if cfg.augment:
-                    aug_gen = torch.Generator().manual_seed(derive_seed("pretrain-augment", s.seed, epoch, b))
+                    aug_gen = torch.Generator().manual_seed(derive_seed("pretrain-augment", s.seed, epoch, b, *distributed.rank_salt()))
                     x = random_resized_crop_flip(x, aug_gen, crop)
                 y = train.labels[idx].to(device, non_blocking=True)
                 epoch_images += len(idx)
                 with ctx.autocast():
-                    logits = head(model(x))
+                    logits = net(s.precision.input(x))
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -386,7 +521,7 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {mean_loss:.3f}  val {acc:.1f}±{ci:.1f}%  "
                 f"best {best_accuracy:.1f}%"
             )
-            atomic_torch_save({
+            save({
                 "key": s.key, "epoch": epoch + 1, "backbone": _cpu_state(model),
                 "head": _cpu_state(head), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "best": best_state,
@@ -396,13 +531,13 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
     meta = {
         "dataset": s.dataset.name, "backbone": s.backbone, "backbone_kwargs": to_jsonable(s.backbone_kwargs),
         "preset": s.preset, "seed": s.seed, "pretrain": to_jsonable(cfg), "probe": to_jsonable(s.probe),
-        "device": str(device),
+        "device": str(device), "precision": s.precision.label,
     }
-    atomic_torch_save({
+    save({
         "key": s.key, "state": best_state, "history": history, "best_accuracy": best_accuracy,
         "best_epoch": best_epoch, "seconds": seconds, "meta": meta,
     }, final)
-    atomic_write_json(final.with_suffix(".json"), {
+    write_json(final.with_suffix(".json"), {
         **meta, "best_accuracy": best_accuracy, "best_epoch": best_epoch, "seconds": seconds,
         "history": history,
     })
@@ -416,3 +551,21 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
         cached=False, best_accuracy=best_accuracy, best_epoch=best_epoch,
     )
 
+
+def _ensure_distributed(s: _Setup, final: Path, cache_dir: Path, show_progress: bool,
+                        resume: bool) -> PretrainResult:
+    """:func:`ensure_pretrained` under torchrun: rank 0 holds the file lock and decides (cached or
+    not) for all; every rank trains its shard; the other ranks load what rank 0 wrote."""
+    main = distributed.is_main()
+    lock = filelock.FileLock(str(cache_dir / f"{s.key}.lock")) if main else None
+    if lock is not None:
+        lock.acquire()  # the other ranks wait in the broadcast below
+    try:
+        result = None
+        if not distributed.broadcast_flag(final.exists(), s.device):
+            result = _train(s, final, cache_dir / f"{s.key}.ckpt.pt", show_progress and main, resume)
+        distributed.barrier()  # rank 0's cache entry is complete
+        return result if main and result is not None else _load_cached(final)
+    finally:
+        if lock is not None:
+            lock.release()

@@ -1,24 +1,30 @@
 """Regression gate: compare new results against baseline (reference) results.
 
 Runs are matched by :data:`MATCH_KEYS` (method, dataset, eval_split, way, shot, query, hard_tasks,
-backbone, preset). Within a match, runs with the same seed saw identical test episodes, so they
-are compared episode by episode; otherwise only their mean accuracies can be compared.
+backbone, preset). Within a match, a training seed present on both sides with the same episode
+seed saw identical test episodes (a *shared* seed). One training seed is one sample, so the test
+depends on how many seeds stand behind each side:
 
 A matched configuration **regresses** when any of these holds:
 
-(a) Paired test (at least one seed in both): the per-episode differences ``new - baseline``
-    (pooled over all shared seeds, over the episodes both runs have) have a 95% CI entirely
-    below 0 **and** the mean drop exceeds ``min_drop`` points (default 1.0). Both conditions
-    are needed. Significance alone is too sensitive for a gate: a deterministic CPU re-run
-    reproduces every episode exactly (all differences 0: passes), but another CPU or torch
-    version can flip a few queries, and a handful of one-query flips (1.3 points each on a
-    5-way 15-query episode) all in the same direction is already "significant" while being
-    worth a few hundredths of a point. The 1-point floor ignores such shifts; a real regression
-    (e.g. 10 points) is both significant and far above it. A large but non-significant paired
-    drop is episode noise (the model changed, e.g. a different initialisation) and passes.
-(b) Unpaired (no shared seed, so no shared episodes): the mean accuracy (over seeds) drops by
-    more than ``tolerance`` points (default 2.0).
-(c) Time: ``train_seconds`` or ``eval_seconds`` of the new run exceeds
+(a) One shared seed (``paired``): the per-episode differences ``new - baseline`` (over the
+    episodes both runs have) have a 95% CI entirely below 0 **and** the mean drop exceeds
+    ``min_drop`` points (default 1.0). Both conditions are needed. Significance alone is too
+    sensitive for a gate: a deterministic CPU re-run reproduces every episode exactly (all
+    differences 0: passes), but another CPU or torch version can flip a few queries, and a
+    handful of one-query flips (1.3 points each on a 5-way 15-query episode) all in the same
+    direction is already "significant" while being worth a few hundredths of a point. The
+    1-point floor ignores such shifts; a real regression (e.g. 10 points) is both significant
+    and far above it. A large but non-significant paired drop is episode noise and passes.
+(a') Two or more shared seeds (``seed-paired``): the same rule on the per-seed mean paired
+    differences, with a Student-t interval over seeds (k-1 degrees of freedom).
+(b) No shared seed, two or more seeds on each side (``seed-unpaired``): the same rule on the
+    difference of the mean per-seed accuracies, with a Welch t-interval. With fewer seeds
+    (``unpaired``), the mean accuracy (over seeds) may drop by at most ``tolerance`` points
+    (default 2.0).
+(c) Hard tasks: a ``hard_tasks`` configuration whose baseline drew hard tasks and whose new
+    runs drew none (the meta-batch silently off) regresses, whatever its accuracy.
+(d) Time: ``train_seconds`` or ``eval_seconds`` of the new run exceeds
     ``time_ratio * max(baseline, time_floor)`` (defaults 3.0 and 1.0 s). The floor keeps
     sub-second timings, which are mostly noise and start-up cost, from failing the gate, while a
     jump from 0.5 s to a minute still fails. ``pretrain_seconds`` is checked the same way, but
@@ -44,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from fsbench.results import ResultsError, load_runs
-from fsbench.stats import paired_difference
+from fsbench.stats import PairedResult, paired_difference, seed_paired_difference, welch_difference
 
 from .labels import column_label, dataset_sort_key, method_sort_key
 
@@ -81,7 +87,7 @@ class CompareRow:
 
     key: dict[str, Any]
     status: str  # one of STATUSES
-    test: str | None = None  # "paired", "unpaired" or None (missing/new)
+    test: str | None = None  # "paired", "seed-paired", "seed-unpaired", "unpaired" or None
     baseline_seeds: list[int] = field(default_factory=list)
     new_seeds: list[int] = field(default_factory=list)
     paired_seeds: list[int] = field(default_factory=list)
@@ -89,7 +95,7 @@ class CompareRow:
     new_accuracy: float | None = None
     diff: float | None = None  # new - baseline, points
     ci95: float | None = None  # of the paired difference
-    n: int | None = None  # paired episodes
+    n: int | None = None  # paired episodes ("paired") or seeds (the seed-level tests)
     significant: bool | None = None
     baseline_seconds: dict[str, float] = field(default_factory=dict)
     new_seconds: dict[str, float] = field(default_factory=dict)
@@ -196,6 +202,21 @@ def _mean_time(runs: pd.DataFrame, name: str) -> float:
     return float(values.mean()) if values.size else math.nan
 
 
+def _judge(row: CompareRow, res: PairedResult, where: str, min_drop: float) -> None:
+    """A significant drop larger than ``min_drop`` fails; other significant changes are noted."""
+    if res.significant and res.mean_diff < 0 and -res.mean_diff > min_drop:
+        row.reasons.append(
+            f"accuracy {res.mean_diff:+.2f} ± {res.ci95:.2f} points {where} "
+            f"(significant, drop > {min_drop:g})"
+        )
+    elif res.significant and res.mean_diff > min_drop:
+        row.notes.append(f"improved by {res.mean_diff:.2f} ± {res.ci95:.2f} points")
+    elif res.significant and res.mean_diff < 0:
+        row.notes.append(
+            f"significant but small drop ({res.mean_diff:+.2f} points <= {min_drop:g})"
+        )
+
+
 def _compare_one(
     key: dict[str, Any],
     base: pd.DataFrame,
@@ -211,11 +232,14 @@ def _compare_one(
     new = _dedupe(new, "new", row.notes)
     row.baseline_seeds = [int(s) for s in base["seed"]]
     row.new_seeds = [int(s) for s in new["seed"]]
-    shared = sorted(set(row.baseline_seeds) & set(row.new_seeds))
+    base_episode_seed = dict(zip(base["seed"], base["episode_seed"], strict=True))
+    new_episode_seed = dict(zip(new["seed"], new["episode_seed"], strict=True))
+    # A seed pairs up when both sides ran it on the same test episodes.
+    shared = sorted(s for s in set(row.baseline_seeds) & set(row.new_seeds)
+                    if base_episode_seed[s] == new_episode_seed[s])
     row.paired_seeds = shared
 
     if shared:
-        row.test = "paired"
         base_used = base[base["seed"].isin(shared)]
         new_used = new[new["seed"].isin(shared)]
         a_parts, b_parts = [], []
@@ -229,21 +253,29 @@ def _compare_one(
                 )
             a_parts.append(a[:n] * 100.0)
             b_parts.append(b[:n] * 100.0)
-        a_all, b_all = np.concatenate(a_parts), np.concatenate(b_parts)
-        res = paired_difference(a_all, b_all)
-        row.baseline_accuracy, row.new_accuracy = float(a_all.mean()), float(b_all.mean())
+        row.baseline_accuracy = float(np.mean([a.mean() for a in a_parts]))
+        row.new_accuracy = float(np.mean([b.mean() for b in b_parts]))
+        if len(shared) >= 2:
+            # One training seed is one sample: the test is over the per-seed paired differences.
+            row.test = "seed-paired"
+            res = seed_paired_difference([b.mean() - a.mean()
+                                          for a, b in zip(a_parts, b_parts, strict=True)])
+            where = f"across {res.n} shared seeds"
+        else:
+            row.test = "paired"
+            res = paired_difference(a_parts[0], b_parts[0])
+            where = f"on {res.n} shared episodes"
         row.diff, row.ci95, row.n, row.significant = res.mean_diff, res.ci95, res.n, res.significant
-        if res.significant and res.mean_diff < 0 and -res.mean_diff > min_drop:
-            row.reasons.append(
-                f"accuracy {res.mean_diff:+.2f} ± {res.ci95:.2f} points on {res.n} shared episodes "
-                f"(significant, drop > {min_drop:g})"
-            )
-        elif res.significant and res.mean_diff > min_drop:
-            row.notes.append(f"improved by {res.mean_diff:.2f} ± {res.ci95:.2f} points")
-        elif res.significant and res.mean_diff < 0:
-            row.notes.append(
-                f"significant but small drop ({res.mean_diff:+.2f} points <= {min_drop:g})"
-            )
+        _judge(row, res, where, min_drop)
+    elif len(base) >= 2 and len(new) >= 2:
+        row.test = "seed-unpaired"
+        base_used, new_used = base, new
+        res = welch_difference(base["accuracy"].to_numpy(float), new["accuracy"].to_numpy(float))
+        row.baseline_accuracy = float(base["accuracy"].mean())
+        row.new_accuracy = float(new["accuracy"].mean())
+        row.diff, row.ci95, row.n, row.significant = res.mean_diff, res.ci95, res.n, res.significant
+        row.notes.append("no shared seed: per-seed accuracies compared (Welch t-interval)")
+        _judge(row, res, f"between {len(base)} and {len(new)} seeds", min_drop)
     else:
         row.test = "unpaired"
         base_used, new_used = base, new
@@ -258,6 +290,15 @@ def _compare_one(
     missing_seeds = sorted(set(row.baseline_seeds) - set(row.new_seeds))
     if missing_seeds and shared:
         row.notes.append(f"baseline seed(s) {missing_seeds} not in the new results")
+
+    if "hard_tasks_used" in base_used and "hard_tasks_used" in new_used:
+        b_hard = pd.to_numeric(base_used["hard_tasks_used"], errors="coerce").fillna(0)
+        n_hard = pd.to_numeric(new_used["hard_tasks_used"], errors="coerce").fillna(0)
+        if bool(key.get("hard_tasks")) and b_hard.mean() > 0 and n_hard.max() == 0:
+            row.reasons.append(
+                f"no hard task drawn (baseline: {b_hard.mean():.0f} per run): the hard-task "
+                "meta-batch is not working"
+            )
 
     for name, label in TIME_FIELDS:
         b_time, n_time = _mean_time(base_used, name), _mean_time(new_used, name)

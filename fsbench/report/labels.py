@@ -48,7 +48,11 @@ def column_sort_key(key: tuple[str, int, int, str]) -> tuple[Any, ...]:
     return dataset_sort_key(dataset), EVAL_SPLITS.index(split), way, shot
 
 
-def format_acc(accuracy: float, ci95: float, n_seeds: int = 1) -> str:
-    """``61.2 ± 1.8``, with ``(3 seeds)`` appended for several seeds."""
+def format_acc(accuracy: float, ci95: float, n_seeds: int = 1, seed_ci95: float | None = None) -> str:
+    """``61.2 ± 0.8`` (one seed: the CI over episodes), or with several training seeds the CI
+    between seeds beside it: ``61.2 ± 0.8 (seeds ± 1.5, n=3)``."""
     text = f"{accuracy:.1f} ± {ci95:.1f}"
-    return text + (f" ({n_seeds} seeds)" if n_seeds > 1 else "")
+    if n_seeds > 1:
+        between = "" if seed_ci95 is None or seed_ci95 != seed_ci95 else f"± {seed_ci95:.1f}, "
+        text += f" (seeds {between}n={n_seeds})"
+    return text

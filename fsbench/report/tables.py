@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from fsbench.paper import ABLATION_ORDER, PAPER_ORDER, paper_accuracy
+from fsbench.paper import ABLATION_ORDER, PAPER_ORDER, paper_accuracy, protocol_differences
 from fsbench.results import ResultsError
-from fsbench.stats import CI_FORMULA
+from fsbench.stats import CI_FORMULA, SEED_CI_FORMULA
 
 from .aggregate import aggregate
 from .labels import (
@@ -89,20 +89,22 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
     cell_data: dict[str, list[str]] = {}
     marked_data: dict[str, list[bool]] = {}
     any_paper = False
+    footnotes: dict[str, int] = {}  # protocol differences -> footnote number
     for col_key, col in zip(col_keys, cols, strict=True):
         rounded = values[col].round(1)
         best = rounded.max() if rounded.notna().sum() >= 2 else math.nan
         ours, mark = [], []
         for row in rows:
             rec = lookup.get((row, col))
-            ours.append(format_acc(rec.accuracy, rec.ci95, rec.n_seeds) if rec else "")
+            ours.append(format_acc(rec.accuracy, rec.ci95, rec.n_seeds, rec.seed_ci95) if rec else "")
             mark.append(bool(rec is not None and round(rec.accuracy, 1) == best))
         out_cols.append(col)
         cell_data[col], marked_data[col] = ours, mark
         if not paper:
             continue
         dataset, way, shot, split = col_key
-        reported = [paper_accuracy(row_method[row], dataset, shot, way, split) for row in rows]
+        # The paper's number for the setting (its test split); a Δ only on the paper's protocol.
+        reported = [paper_accuracy(row_method[row], dataset, shot, way) for row in rows]
         if all(p is None for p in reported):
             continue
         any_paper = True
@@ -112,7 +114,17 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
             rec = lookup.get((row, col))
             # Only beside a number of ours: a paper value on an empty row reads as our result.
             paper_cells.append("" if ref is None or rec is None else f"{ref:.1f}")
-            diff_cells.append("" if ref is None or rec is None else f"{rec.accuracy - ref:+.1f}")
+            if ref is None or rec is None:
+                diff_cells.append("")
+                continue
+            differences = protocol_differences(
+                preset=rec.preset, backbone=rec.backbone, paper_backbone=rec.paper_backbone,
+                eval_split=rec.eval_split, episodes=rec.episodes, query=rec.query, way=rec.way)
+            if differences:
+                mark_no = footnotes.setdefault("; ".join(differences), len(footnotes) + 1)
+                diff_cells.append(f"— [{mark_no}]")
+            else:
+                diff_cells.append(f"{rec.accuracy - ref:+.1f}")
         out_cols += [paper_col, diff_col]
         cell_data[paper_col], cell_data[diff_col] = paper_cells, diff_cells
         marked_data[paper_col] = marked_data[diff_col] = [False] * len(rows)
@@ -128,11 +140,7 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
     formulas = sorted({f for fs in agg["ci_formulas"] for f in fs if f and f != CI_FORMULA})
     if formulas:
         notes.append(f"Some runs recorded another CI formula: {', '.join(formulas)}.")
-    if (agg["n_seeds"] > 1).any():
-        notes.append(
-            "Several seeds: accuracy is the mean of the per-seed accuracies; the CI pools all "
-            "episodes of all seeds."
-        )
+    notes += seed_notes(agg)
     dropped = int(agg["duplicates_dropped"].sum())
     if dropped:
         notes.append(
@@ -148,11 +156,27 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
             notes.append(
                 "paper: Sun et al., Meta-Transfer Learning for Few-Shot Learning (CVPR 2019), "
                 "test split; MAML, MAML + HT and ProtoNets with Conv4, the others ResNet-12. "
-                "Δ = ours - paper (points)."
+                "Δ = ours - paper (points), only where a run follows the paper's protocol "
+                "(paper preset and backbone, test split, 5-way, 15 queries, 600 episodes)."
             )
+            notes += [f"— [{n}]: not the paper's protocol ({why})." for why, n in footnotes.items()]
         else:
             notes.append("The paper reports no numbers for these methods and settings.")
     return TableView(title=title, cells=cells, marked=marked, notes=notes, values=values)
+
+
+def seed_notes(agg: pd.DataFrame) -> list[str]:
+    """What the intervals of an accuracy table cover, by how many training seeds stand behind it."""
+    if (agg["n_seeds"] == 1).all():
+        return ["One training seed per cell: the CI covers the test episodes only, not the "
+                "spread between training runs (run several with --seed 0,1,2)."]
+    notes = ["Several training seeds: accuracy is the mean of the per-seed accuracies; "
+             f"'seeds ± c, n=k' is the 95% CI between the k seeds, {SEED_CI_FORMULA}; the first "
+             "± stays over episodes (" + ", ".join(sorted(set(agg["ci_source"]))) + ": the "
+             "episodes' accuracies averaged over seeds that share them, else pooled)."]
+    if (agg["n_seeds"] == 1).any():
+        notes.append("Cells without 'seeds' have one training seed: their CI covers episodes only.")
+    return notes
 
 
 def paired_view(paired: pd.DataFrame) -> TableView:
@@ -192,3 +216,31 @@ def paired_view(paired: pd.DataFrame) -> TableView:
         notes.append("Settings marked (val) are VALIDATION-split results, not test results.")
     title = f"Paired comparison against {reference}"
     return TableView(title=title, cells=cells, marked=marked, notes=notes, values=paired)
+
+
+def seed_paired_view(seed_paired: pd.DataFrame) -> TableView:
+    """A renderable view of :func:`~fsbench.report.aggregate.seed_paired_table`'s result."""
+    reference = ", ".join(sorted(set(seed_paired["reference"])))
+    diff_col = f"Δ vs {reference} (points)"
+    cells = pd.DataFrame(
+        {
+            "setting": [column_label(r.dataset, r.way, r.shot, r.eval_split)
+                        + f", episode seed {r.episode_seed}" for r in seed_paired.itertuples()],
+            "seeds": [",".join(map(str, s)) for s in seed_paired["seeds"]],
+            "accuracy": [f"{a:.1f}" for a in seed_paired["accuracy"]],
+            reference + " accuracy": [f"{a:.1f}" for a in seed_paired["reference_accuracy"]],
+            diff_col: [f"{d:+.2f}" + ("" if c != c else f" ± {c:.2f}")
+                       for d, c in zip(seed_paired["mean_diff"], seed_paired["ci95"], strict=True)],
+            "significant": ["yes" if s else "" for s in seed_paired["significant"]],
+        },
+        index=pd.Index(seed_paired["method"].tolist(), name="method"),
+    )
+    marked = pd.DataFrame(False, index=cells.index, columns=cells.columns)
+    marked[diff_col] = seed_paired["significant"].to_numpy(bool)
+    notes = [
+        f"Across training seeds: the mean of the per-seed paired differences (method - "
+        f"{reference}, same seed, same episodes) and its 95% CI, {SEED_CI_FORMULA}. "
+        "Marked: the CI excludes 0. A setting with one seed has no such interval."
+    ]
+    title = f"Paired comparison against {reference}, across training seeds"
+    return TableView(title=title, cells=cells, marked=marked, notes=notes, values=seed_paired)

@@ -30,15 +30,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from fsbench.backbones import create_backbone
+from fsbench.backbones import create_backbone, feature_dim
 from fsbench.config import MethodPreset
 from fsbench.engine.heads import fit_linear_heads, linear_logits, scale_features
-from fsbench.engine.pretrain import PRETRAIN_BACKBONES, PRETRAIN_PRESETS
+from fsbench.engine.pretrain import PRETRAIN_BACKBONES, PRETRAIN_PRESETS, PRETRAIN_SOURCES
 from fsbench.errors import ConfigError
 from fsbench.method import Method, MethodContext
+from fsbench.paper import MTL_PAPER_SOURCES
 
 from .common import load_pretrained
+
+FC_INITS = ("zero", "xavier", "kaiming")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class FinetuneHparams:
     lr: float = 0.01
     feature_norm: float | None = 10.0
     weight_decay: float = 0.0
+    #: Where each episode's head starts: ``zero``, or one random head drawn once per run under
+    #: the training seed (``xavier``/``kaiming``, as MTL's FC initialisation before meta-training).
+    fc_init: str = "zero"
 
     def check(self) -> None:
         if self.steps < 1:
@@ -63,6 +70,8 @@ class FinetuneHparams:
             raise ConfigError(f"hparams.feature_norm must be positive or null, got {self.feature_norm}")
         if self.weight_decay < 0:
             raise ConfigError(f"hparams.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.fc_init not in FC_INITS:
+            raise ConfigError(f"hparams.fc_init must be one of {', '.join(FC_INITS)}, got {self.fc_init!r}")
 
 
 class Finetune(Method):
@@ -78,10 +87,14 @@ class Finetune(Method):
         backbone = create_backbone(ctx.backbone, **ctx.backbone_kwargs)
         load_pretrained(backbone, ctx.pretrained, ctx.backbone, "finetune")
         backbone.requires_grad_(False)
-        self.backbone = backbone.eval()
-        self.channels_last = ctx.device.type == "cuda"
-        if self.channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
+        self.backbone = ctx.precision.prepare(backbone.eval())
+        # The heads' starting point (a buffer: part of the state, not trained).
+        init = torch.zeros(ctx.way, feature_dim(backbone))
+        if hp.fc_init != "zero":
+            with torch.random.fork_rng(devices=[]):  # seeded as MTL's FC init, global RNG untouched
+                torch.manual_seed(ctx.seed)
+                (nn.init.xavier_uniform_ if hp.fc_init == "xavier" else nn.init.kaiming_normal_)(init)
+        self.register_buffer("fc_init", init)
 
     def train(self, mode: bool = True) -> Finetune:
         """The backbone stays in eval mode (pre-trained BatchNorm statistics) in every mode."""
@@ -91,17 +104,14 @@ class Finetune(Method):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with self.ctx.autocast():
-            feats = self.backbone(images)
-        return feats.float()
+        return self.ctx.precision.forward(self.backbone, images)  # float32 features
 
     def fit_heads(self, support: torch.Tensor, support_y: torch.Tensor, way: int) -> tuple[torch.Tensor, torch.Tensor]:
         """FC heads [T, way, D], [T, way] trained on support features [T, S, D]."""
+        init = None if self.hp.fc_init == "zero" else self.fc_init[:way]
         return fit_linear_heads(
             scale_features(support.float(), self.hp.feature_norm), support_y, way,
-            self.hp.steps, self.hp.lr, weight_decay=self.hp.weight_decay,
+            self.hp.steps, self.hp.lr, weight=init, weight_decay=self.hp.weight_decay,
         )
 
     def classify(self, support, support_y, query, way) -> torch.Tensor:
@@ -109,19 +119,38 @@ class Finetune(Method):
         return linear_logits(scale_features(query.float(), self.hp.feature_norm), weight, bias)
 
 
-def _preset(name: str, hparams: FinetuneHparams, description: str) -> MethodPreset:
+def _preset(name: str, hparams: FinetuneHparams, description: str,
+            sources: dict[str, str]) -> MethodPreset:
     backbone, kwargs = PRETRAIN_BACKBONES[name]
     return MethodPreset(
         backbone=backbone, backbone_kwargs=dict(kwargs), hparams=hparams, episodic=None,
         pretrain=PRETRAIN_PRESETS[name], eval_batch=100, description=description,
+        sources={**PRETRAIN_SOURCES[name], **sources},
     )
 
 
+_FT = "Sun et al., CVPR 2019, Sec. 5.2 (ablation 'FT': the pre-trained model, its FC head finetuned per task)"
+_BASE = ("DEVIATION: the CPU presets' shared base learner (zero init, features L2-normalised to 10): "
+         "stable in 100 steps on any backbone; MTL's CPU presets use the same")
+
 FINETUNE_PRESETS: dict[str, MethodPreset] = {
-    # The paper: the MTL pre-trained ResNet-12, a new FC head per episode, 100 steps, lr 0.01.
-    "paper": _preset("paper", FinetuneHparams(), "the MTL paper's FT baseline on its pre-trained ResNet-12"),
-    "quick": _preset("quick", FinetuneHparams(), "CPU budget: the shared quick pre-trained Conv-4"),
-    "smoke": _preset("smoke", FinetuneHparams(), "seconds: a tiny Conv-4, three short pre-training epochs"),
+    # The paper's ablation: MTL's base learner (an FC head, Xavier init, raw features, 100
+    # steps of lr 0.01) on the pre-trained ResNet-12, without meta-training.
+    "paper": _preset(
+        "paper", FinetuneHparams(steps=100, lr=0.01, feature_norm=None, fc_init="xavier"),
+        "the MTL paper's FT baseline: MTL's base learner on its pre-trained ResNet-12",
+        {
+            "hparams.steps": f"{_FT}; MTL's test steps ({MTL_PAPER_SOURCES['hparams.test_steps']})",
+            "hparams.lr": f"{_FT}; MTL's base-learner lr ({MTL_PAPER_SOURCES['hparams.inner_lr']})",
+            "hparams.feature_norm": MTL_PAPER_SOURCES["hparams.feature_norm"],
+            "hparams.fc_init": f"MTL's FC init before meta-training: {MTL_PAPER_SOURCES['hparams.fc_init']}",
+            "hparams.weight_decay": "none in the paper or the official codes' base learner",
+        },
+    ),
+    "quick": _preset("quick", FinetuneHparams(), "CPU budget: the shared quick pre-trained Conv-4",
+                     {"hparams.feature_norm": _BASE, "hparams.fc_init": _BASE}),
+    "smoke": _preset("smoke", FinetuneHparams(), "seconds: a tiny Conv-4, three short pre-training epochs",
+                     {"hparams.feature_norm": _BASE, "hparams.fc_init": _BASE}),
 }
 
 __all__ = ["FINETUNE_PRESETS", "Finetune", "FinetuneHparams"]

@@ -8,7 +8,7 @@ initialisation. The query loss of the adapted heads is back-propagated to *every
 weight and to the FC initialisation, which one Adam optimiser updates.
 
 One meta-train step on ``T`` tasks: one backbone forward over all support and query images
-(BatchNorm in training mode, bf16 autocast and channels_last on CUDA), the ``T`` inner loops as
+(BatchNorm in training mode, under the run's precision policy), the ``T`` inner loops as
 batched matrix products, the mean query cross-entropy, one backward and one Adam step.
 
 Design choices:
@@ -33,9 +33,10 @@ from torch import nn
 from fsbench.backbones import create_backbone, feature_dim
 from fsbench.config import EpisodicConfig, MethodPreset
 from fsbench.engine.heads import FCHeadMetaLearner, fit_linear_heads, linear_logits
-from fsbench.engine.pretrain import PRETRAIN_BACKBONES
+from fsbench.engine.pretrain import PRETRAIN_BACKBONES, PRETRAIN_SOURCES
 from fsbench.errors import ConfigError
 from fsbench.method import MethodContext
+from fsbench.paper import MTL_PAPER_SOURCES
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ScratchHparams:
     lr_decay: float = 0.5
     lr_decay_every: int = 5000
     feature_norm: float | None = None
+    fc_init: str = "kaiming"  # the meta-learned FC initialisation starts as: kaiming, xavier, zero
 
     def check(self) -> None:
         for name in ("train_steps", "test_steps"):
@@ -63,6 +65,8 @@ class ScratchHparams:
         for name in ("inner_lr", "lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"hparams.{name} must be positive, got {getattr(self, name)}")
+        if self.fc_init not in ("kaiming", "xavier", "zero"):
+            raise ConfigError(f"hparams.fc_init must be kaiming, xavier or zero, got {self.fc_init!r}")
         if self.lr_decay_every < 0:
             raise ConfigError(f"hparams.lr_decay_every must be >= 0, got {self.lr_decay_every}")
         if self.feature_norm is not None and not self.feature_norm > 0:
@@ -82,8 +86,11 @@ class Scratch(FCHeadMetaLearner):
         self.backbone = create_backbone(ctx.backbone, **ctx.backbone_kwargs)
         self._place_backbone()
         dim = feature_dim(self.backbone)
-        self.fc_weight = nn.Parameter(torch.empty(ctx.way, dim))
-        nn.init.kaiming_normal_(self.fc_weight)  # as MTL's FC initialisation
+        self.fc_weight = nn.Parameter(torch.zeros(ctx.way, dim))
+        if hp.fc_init == "kaiming":
+            nn.init.kaiming_normal_(self.fc_weight)  # as MTL's FC initialisation
+        elif hp.fc_init == "xavier":
+            nn.init.xavier_uniform_(self.fc_weight)
         self.fc_bias = nn.Parameter(torch.zeros(ctx.way))
         self.optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
@@ -105,31 +112,69 @@ class Scratch(FCHeadMetaLearner):
         return linear_logits(query.detach().float(), weight, bias)
 
 
-def _preset(name: str, hparams: ScratchHparams, episodic: EpisodicConfig, description: str) -> MethodPreset:
+def _preset(name: str, hparams: ScratchHparams, episodic: EpisodicConfig, description: str,
+            sources: dict[str, str]) -> MethodPreset:
     backbone, kwargs = PRETRAIN_BACKBONES[name]  # the same backbone as finetune and MTL
+    shared = {k: v for k, v in PRETRAIN_SOURCES[name].items() if not k.startswith("pretrain.")}
     return MethodPreset(
         backbone=backbone, backbone_kwargs=dict(kwargs), hparams=hparams, episodic=episodic,
-        pretrain=None, eval_batch=100, description=description,
+        pretrain=None, eval_batch=100, description=description, sources={**shared, **sources},
     )
 
 
+_SC = "Sun et al., CVPR 2019, Sec. 5.2 (ablation 'SC': MTL's meta-training from random init)"
+#: The CPU presets' base learner, shared with finetune and MTL there (zero FC init, features
+#: L2-normalised to length 10): from a random backbone, raw features are too small for 0.01.
+CPU_BASE_LEARNER = {"feature_norm": 10.0, "fc_init": "zero"}
+_BASE = ("DEVIATION: the CPU presets' shared base learner (finetune's: zero init, features "
+         "L2-normalised to 10); with raw features of a random backbone the inner loop barely moves "
+         "and scratch stays at chance in a CPU-length run")
+_M = MTL_PAPER_SOURCES
+
 SCRATCH_PRESETS: dict[str, MethodPreset] = {
-    # MTL's meta-training protocol (15k meta-batches of 2 tasks, 600 val episodes) on the
-    # paper's ResNet-12, from random initialisation.
+    # The paper's ablation: MTL's meta-training protocol and base learner on the paper's
+    # ResNet-12, every weight meta-trained from random initialisation.
     "paper": _preset(
-        "paper", ScratchHparams(),
-        EpisodicConfig(iterations=15_000, meta_batch=2, train_query=15, val_every=500, val_episodes=600),
-        "the MTL paper's SC baseline: ResNet-12 meta-trained from scratch",
+        "paper",
+        ScratchHparams(inner_lr=0.01, train_steps=20, test_steps=100, first_order=False, lr=1e-3,
+                       lr_decay=0.5, lr_decay_every=1000, feature_norm=None, fc_init="xavier"),
+        EpisodicConfig(iterations=20_000, meta_batch=2, train_query=15, val_every=100, val_episodes=600),
+        "the MTL paper's SC baseline: ResNet-12 meta-trained from scratch with MTL's protocol",
+        {
+            **{f"hparams.{k}": f"{_SC}; as MTL: {_M['hparams.' + k]}" for k in (
+                "inner_lr", "train_steps", "test_steps", "first_order", "feature_norm",
+                "lr_decay", "lr_decay_every")},
+            "hparams.lr": f"{_SC}; MTL's outer lr: {_M['hparams.fc_lr']}",
+            "hparams.fc_init": f"{_SC}; as MTL: {_M['hparams.fc_init']}",
+            **{f"episodic.{k}": f"{_SC}; as MTL: {_M['episodic.' + k]}" for k in (
+                "iterations", "meta_batch", "train_query", "train_way", "val_every",
+                "val_episodes", "grad_clip")},
+        },
     ),
     "quick": _preset(
-        "quick", ScratchHparams(lr_decay_every=0),
+        "quick", ScratchHparams(lr_decay_every=0, **CPU_BASE_LEARNER),
         EpisodicConfig(iterations=400, meta_batch=2, train_query=6, val_every=100, val_episodes=60),
         "CPU budget: Conv-4 meta-trained from scratch",
+        {
+            "hparams.feature_norm": _BASE, "hparams.fc_init": _BASE,
+            "hparams.lr_decay_every": "DEVIATION: CPU budget: no decay in 400 iterations",
+            "episodic.iterations": "DEVIATION: CPU budget: 400 meta-batches",
+            "episodic.train_query": "DEVIATION: CPU budget: 6 queries per class",
+            "episodic.val_every": "DEVIATION: CPU budget",
+            "episodic.val_episodes": "DEVIATION: CPU budget: 60 val episodes",
+        },
     ),
     "smoke": _preset(
-        "smoke", ScratchHparams(train_steps=5, test_steps=10, lr_decay_every=0),
+        "smoke", ScratchHparams(train_steps=5, lr_decay_every=0, **CPU_BASE_LEARNER),
         EpisodicConfig(iterations=12, meta_batch=2, train_query=4, val_every=6, val_episodes=10),
         "seconds: a tiny Conv-4, a dozen meta-batches",
+        {
+            "hparams.feature_norm": _BASE, "hparams.fc_init": _BASE,
+            **{f"hparams.{k}": "DEVIATION: tests (seconds on synthetic data)" for k in (
+                "train_steps", "lr_decay_every")},
+            **{f"episodic.{k}": "DEVIATION: tests (seconds on synthetic data)" for k in (
+                "iterations", "train_query", "val_every", "val_episodes")},
+        },
     ),
 }
 

@@ -65,6 +65,43 @@ __all__ = [
 #: The original miniImageNet learner: Conv-4 with 32 filters, final map flattened.
 _CONV4_32_FLAT = {"pool": "flatten"}
 
+_FINN = "Finn et al. 2017"
+_CODE = "cbfinn/maml main.py"
+
+#: Where each setting of the paper preset comes from (Finn et al., ICML 2017, and the official
+#: code's miniImageNet commands); the CPU presets inherit what they keep equal.
+_PAPER_SOURCES = {
+    "backbone": f"{_FINN}, Sec. 5.2 (Vinyals et al.'s 4-block conv net, 32 filters on "
+                f"miniImageNet to limit overfitting); {_CODE} flag num_filters=32 in the "
+                "miniImageNet usage commands",
+    "backbone_kwargs.pool": "cbfinn/maml maml.py forward_conv: on miniImageNet the final map is "
+                            "reshaped into one vector (no global pooling); usage --max_pool=True",
+    "hparams.inner_lr": f"{_FINN}, Sec. 5.2 / App. A.1 (alpha = 0.01); {_CODE} usage --update_lr=0.01",
+    "hparams.inner_steps": f"{_FINN}, App. A.1 (5 gradient steps at training); {_CODE} usage --num_updates=5",
+    "hparams.test_inner_steps": f"{_FINN}, App. A.1 (10 steps at test time); {_CODE} main(): "
+                                "test_num_updates = 10 when not training",
+    "hparams.meta_lr": f"{_CODE} flag meta_lr (default 0.001, Adam)",
+    "hparams.first_order": f"{_FINN}, Sec. 5.2 (second-order MAML; first order is an ablation); "
+                           f"{_CODE} flag stop_grad=False",
+    "hparams.batched": "DEVIATION: an implementation choice (vmap over tasks), not a setting of "
+                       "the method; both paths compute the same function (tests/test_maml.py)",
+    "hparams.clip_value": "cbfinn/maml maml.py: meta-gradients clipped to [-10, 10] for "
+                          "miniImageNet (tf.clip_by_value in construct_model)",
+    "episodic.iterations": f"{_CODE} usage --metatrain_iterations=60000",
+    "episodic.meta_batch": f"{_FINN}, App. A.1 (4 tasks for 1-shot, 2 for 5-shot: "
+                           "--set episodic.meta_batch=2); usage --meta_batch_size=4",
+    "episodic.train_query": f"{_CODE} main(): DataGenerator(update_batch_size + 15) for "
+                            "miniImageNet training (15 queries per class)",
+    "episodic.train_way": f"{_FINN}, Sec. 5.2 (N-way training equals the test way)",
+    "episodic.val_every": "DEVIATION: the official code logs val accuracy every 500 iterations "
+                          "(TEST_PRINT_INTERVAL) and tests the last model; fsbench validates every "
+                          "2,000 on 600 episodes and keeps the best state",
+    "episodic.val_episodes": "DEVIATION: see episodic.val_every (model selection on 600 val episodes)",
+    "episodic.grad_clip": f"{_CODE}: no norm clipping (elementwise clip: hparams.clip_value)",
+}
+
+_CPU = "DEVIATION: CPU budget (a whole run in minutes on 2 cores)"
+
 PRESETS: dict[str, MethodPreset] = {
     "paper": MethodPreset(
         backbone="conv4_32", backbone_kwargs=_CONV4_32_FLAT, hparams=MAMLHparams(),
@@ -72,6 +109,7 @@ PRESETS: dict[str, MethodPreset] = {
                                 val_every=2000, val_episodes=600),
         eval_batch=25,
         description="Finn et al. 2017 on miniImageNet; 5-shot: --set episodic.meta_batch=2",
+        sources=_PAPER_SOURCES,
     ),
     "quick": MethodPreset(
         backbone="conv4_32", backbone_kwargs=_CONV4_32_FLAT, hparams=MAMLHparams(batched=False),
@@ -79,14 +117,34 @@ PRESETS: dict[str, MethodPreset] = {
                                 val_every=50, val_episodes=20),
         eval_batch=10,
         description="short CPU schedule (~15 min on 2 cores, 1-shot miniImageNet); 5-shot: --set episodic.meta_batch=2",
+        sources={
+            "hparams.batched": "DEVIATION: the per-task loop is as fast or faster than vmap on a CPU",
+            "episodic.iterations": f"{_CPU}: 100 meta-batches (paper 60,000)",
+            "episodic.train_query": f"{_CPU}: 5 queries per class in training tasks (paper 15)",
+            "episodic.val_every": f"{_CPU}: validate twice",
+            "episodic.val_episodes": f"{_CPU}: 20 val episodes",
+        },
     ),
     "smoke": MethodPreset(
         backbone="conv4", backbone_kwargs={"width": 8},
         hparams=MAMLHparams(inner_steps=2, test_inner_steps=3, inner_lr=0.1),
-        episodic=EpisodicConfig(iterations=6, meta_batch=2, train_query=3,
-                                val_every=3, val_episodes=10),
+        episodic=EpisodicConfig(iterations=20, meta_batch=2, train_query=3,
+                                val_every=10, val_episodes=10),
         eval_batch=10,
         description="a tiny run for tests",
+        sources={
+            "backbone": "DEVIATION: a width-8 Conv-4 for seconds-long tests",
+            "backbone_kwargs.width": "DEVIATION: see backbone",
+            "hparams.inner_steps": "DEVIATION: tests: 2 inner steps",
+            "hparams.test_inner_steps": "DEVIATION: tests: 3 inner steps",
+            "hparams.inner_lr": "DEVIATION: tests: a larger step for the few inner steps",
+            "episodic.iterations": "DEVIATION: tests: 20 meta-batches (well above chance on "
+                                   "synthetic_easy, the CI suite's data)",
+            "episodic.meta_batch": "DEVIATION: tests: 2 tasks",
+            "episodic.train_query": "DEVIATION: tests: 3 queries",
+            "episodic.val_every": "DEVIATION: tests",
+            "episodic.val_episodes": "DEVIATION: tests",
+        },
     ),
 }
 

@@ -10,7 +10,7 @@ learner is a linear (FC) head trained per task by plain gradient descent on the 
 One meta-train step on a meta-batch of ``T`` tasks:
 
 1. one backbone forward over the support and query images of all ``T`` tasks (flattened to one
-   batch; bf16 autocast and channels_last on CUDA);
+   batch; under the run's precision policy, e.g. bf16 autocast + channels_last);
 2. inner loop: ``train_steps`` gradient steps (lr ``inner_lr``) of all ``T`` FC heads at once,
    from the shared meta-learned initialisation, on each task's support features;
 3. the query cross-entropy of the adapted heads, averaged over tasks, is back-propagated to SS
@@ -53,6 +53,7 @@ Design choices (and where they depart from the official code):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -65,7 +66,7 @@ from fsbench.method import MethodContext
 
 from .scaleshift import scale_shift_parameters, wrap_scale_shift
 
-FC_INITS = ("kaiming", "zero")
+FC_INITS = ("kaiming", "xavier", "zero")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,12 @@ class MTLHparams:
     fc_lr: float = 1e-3  # Adam lr of the FC initialisation
     lr_decay: float = 0.5
     lr_decay_every: int = 5000
+    lr_min: float = 0.0  # the decayed learning rates stop at this floor (0: none)
+    #: The official PyTorch code also meta-learns the backbone's BatchNorm scale and bias (with
+    #: the scale-shift learning rate) and keeps BatchNorm in train mode while meta-training
+    #: (batch statistics, running statistics updated); the paper and the TF code freeze them.
+    bn_affine: bool = False
+    bn_train: bool = False
     fc_init: str = "kaiming"
     feature_norm: float | None = None
 
@@ -98,12 +105,19 @@ class MTLHparams:
         for name in ("inner_lr", "ss_lr", "fc_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"hparams.{name} must be positive, got {getattr(self, name)}")
+        if self.lr_min < 0:
+            raise ConfigError(f"hparams.lr_min must be >= 0, got {self.lr_min}")
         if self.lr_decay_every < 0:
             raise ConfigError(f"hparams.lr_decay_every must be >= 0, got {self.lr_decay_every}")
         if self.fc_init not in FC_INITS:
             raise ConfigError(f"hparams.fc_init must be one of {', '.join(FC_INITS)}, got {self.fc_init!r}")
         if self.feature_norm is not None and not self.feature_norm > 0:
             raise ConfigError(f"hparams.feature_norm must be positive or null, got {self.feature_norm}")
+
+
+def _floored_decay(step: int, *, decay: float, every: int, floor: float) -> float:
+    """The lr multiplier after ``step`` updates: ``decay`` every ``every``, never below ``floor``."""
+    return max(decay ** (step // every), floor)
 
 
 class MTL(FCHeadMetaLearner):
@@ -137,25 +151,39 @@ class MTL(FCHeadMetaLearner):
         self._place_backbone()
         dim = feature_dim(self.backbone)
         self.fc_weight = nn.Parameter(torch.zeros(ctx.way, dim))
-        if hp.fc_init == "kaiming":
+        if hp.fc_init in ("kaiming", "xavier"):
             with torch.random.fork_rng(devices=[]):  # seeded, global RNG untouched
                 torch.manual_seed(ctx.seed)
-                nn.init.kaiming_normal_(self.fc_weight)  # std sqrt(2 / D): the official init
+                if hp.fc_init == "kaiming":  # std sqrt(2 / D): the official PyTorch init
+                    nn.init.kaiming_normal_(self.fc_weight)
+                else:  # the official TensorFlow init
+                    nn.init.xavier_uniform_(self.fc_weight)
         self.fc_bias = nn.Parameter(torch.zeros(ctx.way))
+        bn = [p for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+              for p in (m.weight, m.bias) if p is not None] if hp.bn_affine else []
+        for p in bn:
+            p.requires_grad_(True)
         self.optimizer = torch.optim.Adam([
-            {"params": scale_shift_parameters(self.backbone), "lr": hp.ss_lr},
+            {"params": scale_shift_parameters(self.backbone) + bn, "lr": hp.ss_lr},
             {"params": [self.fc_weight, self.fc_bias], "lr": hp.fc_lr},
         ])
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=max(hp.lr_decay_every, 1),
-            gamma=hp.lr_decay if hp.lr_decay_every else 1.0,
-        )
+        if hp.lr_min > 0 and hp.lr_decay_every:  # step decay with a floor, per parameter group
+            floors = [hp.lr_min / hp.ss_lr, hp.lr_min / hp.fc_lr]
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [
+                functools.partial(_floored_decay, decay=hp.lr_decay, every=hp.lr_decay_every,
+                                  floor=floor) for floor in floors])
+        else:
+            self.scheduler = torch.optim.lr_scheduler.StepLR(
+                self.optimizer, step_size=max(hp.lr_decay_every, 1),
+                gamma=hp.lr_decay if hp.lr_decay_every else 1.0,
+            )
 
     # -- modes ------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> MTL:
-        """Train/eval mode for the method; the backbone's BatchNorm always stays in eval mode."""
+        """Train/eval mode for the method; the backbone's BatchNorm stays in eval mode
+        (pre-trained statistics) unless ``bn_train`` puts it in train mode while meta-training."""
         super().train(mode)
-        self.backbone.eval()
+        self.backbone.train(mode and self.hp.bn_train)
         return self
 
     # -- features (meta_train_step, _features: FCHeadMetaLearner) ---------------------------
