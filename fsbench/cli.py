@@ -166,14 +166,23 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
         sys.stdout.write(presets_markdown(registry.methods))
         return 0
+    out = Console()
     table = Table(title="fsbench methods")
-    for col in ("method", "description", "plugin (origin)", "presets", "backbone (paper)", "hard tasks"):
-        table.add_column(col)
+    wide = out.size.width >= 110
+    columns = ("method", "description", "plugin (origin)", "presets", "backbone (paper)",
+               "hard tasks") if wide else ("method", "what, plugin, presets, paper backbone")
+    for col in columns:
+        table.add_column(col, no_wrap=col == "method")
     for name, rec in sorted(registry.methods.items()):
         paper = rec.presets.get("paper")
-        table.add_row(name, rec.description, f"{rec.plugin} ({rec.origin})", ", ".join(rec.presets),
-                      paper.backbone if paper else "-", "on" if rec.hard_tasks else "option" if rec.episodic else "-")
-    out = Console()
+        cells = (f"{rec.plugin} ({rec.origin})", ", ".join(rec.presets),
+                 paper.backbone if paper else "-",
+                 "on" if rec.hard_tasks else "option" if rec.episodic else "-")
+        if wide:
+            table.add_row(name, rec.description, *cells)
+        else:  # at 80 columns: one stacked cell, nothing cut
+            table.add_row(name, f"{rec.description}\n[dim]plugin {cells[0]}; presets {cells[1]}; "
+                                f"paper backbone {cells[2]}; hard tasks {cells[3]}[/]")
     out.print(table)
     for problem in registry.problems:
         out.print(f"[yellow]warning:[/] {problem}")

@@ -66,3 +66,14 @@ def test_progress_at_80_columns_keeps_counts_and_times_whole():
 
 def test_progress_at_200_columns_shows_the_whole_note():
     assert "best 47.0% at epoch 5 of 6" in _progress_text(200)
+
+
+def test_methods_table_at_80_columns_cuts_nothing(capsys, monkeypatch):
+    from fsbench import cli
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert cli.main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
+    for token in ("mtl_ht", "episodic.meta_batch=2", "resnet12_mtl", "official_pytorch"):
+        assert token in out, token
