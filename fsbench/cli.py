@@ -239,7 +239,7 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--paper",
         action="store_true",
-        help="show the paper's number and ours - paper beside each cell",
+        help="the paper's comparison table: its rows and settings, its number beside ours, ours - paper on the paper's protocol",
     )
     parser.add_argument(
         "--paired",

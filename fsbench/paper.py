@@ -88,6 +88,9 @@ _ROWS: dict[str, tuple[float | None, ...]] = {
     "mtl_ht": (61.2, 75.5, 45.1, 57.6, 63.4),
 }
 
+#: The settings of the paper's comparison table: (dataset, shot), 5-way, test split.
+PAPER_COLUMNS = _COLUMNS
+
 #: ``(method, dataset, shot) -> accuracy %`` for every number the paper reports.
 PAPER_RESULTS: dict[tuple[str, str, int], float] = {
     (method, dataset, shot): value

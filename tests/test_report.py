@@ -225,17 +225,29 @@ def test_paper_column_and_difference_on_the_papers_protocol(tmp_path):
     make_run(tmp_path, "mtl_ht", [0.6, 0.64] * 300, **PAPER_RUN)  # 62.0
     make_run(tmp_path, "mtl", [0.5, 0.6] * 300, **PAPER_RUN)  # 55.0
     view = accuracy_table(load_runs(tmp_path), paper=True)
-    assert list(view.cells.columns) == [
-        "miniimagenet 1-shot",
-        "miniimagenet 1-shot paper",
-        "miniimagenet 1-shot Δ",
-    ]
     assert view.cells.at["mtl_ht", "miniimagenet 1-shot paper"] == "61.2"
     assert view.cells.at["mtl_ht", "miniimagenet 1-shot Δ"] == "+0.8"
     assert view.cells.at["mtl", "miniimagenet 1-shot paper"] == "60.2"
     assert view.cells.at["mtl", "miniimagenet 1-shot Δ"] == "-5.2"
     assert any("CVPR 2019" in note for note in view.notes)
     assert "$\\Delta$" in render(view, "latex")
+
+
+def test_paper_table_shows_every_row_and_setting_the_paper_reports(tmp_path):
+    make_run(tmp_path, "mtl", [0.5, 0.6] * 300, **PAPER_RUN)
+    view = accuracy_table(load_runs(tmp_path), paper=True)
+    from fsbench.paper import PAPER_COLUMNS, PAPER_ORDER
+
+    assert list(view.cells.index) == list(PAPER_ORDER)  # the paper's rows, in its order
+    for dataset, shot in PAPER_COLUMNS:
+        assert f"{dataset} {shot}-shot" in view.cells.columns
+    # Not run: no number of ours (rendered "–"), the paper's beside it, no difference.
+    assert view.cells.at["tadam", "fc100 10-shot"] == ""
+    assert view.cells.at["tadam", "fc100 10-shot paper"] == "61.6"
+    assert view.cells.at["tadam", "fc100 10-shot Δ"] == ""
+    assert view.cells.at["protonet", "fc100 1-shot paper"] == ""  # the paper reports none
+    row = next(line for line in render(view, "markdown").splitlines() if line.startswith("| tadam"))
+    assert "–" in row and "58.5" in row
 
 
 @pytest.mark.parametrize(("change", "why"), [
@@ -247,18 +259,20 @@ def test_paper_column_and_difference_on_the_papers_protocol(tmp_path):
 def test_no_paper_difference_off_the_papers_protocol(tmp_path, change, why):
     make_run(tmp_path, "mtl", [0.5, 0.6] * 300, **{**PAPER_RUN, **change})
     view = accuracy_table(load_runs(tmp_path), paper=True)
-    col = next(c for c in view.cells.columns if c.endswith("Δ"))
-    assert view.cells[col].iloc[0] == "— [1]"
-    assert view.cells[next(c for c in view.cells.columns if c.endswith("paper"))].iloc[0] == "60.2"
+    row = view.cells.loc["mtl"]
+    [ours] = [c for c in view.cells.columns if row[c] and not c.endswith(("paper", "Δ"))]
+    assert row[f"{ours} Δ"] == "— [1]"
+    assert row[f"{ours} paper"] == "60.2"
     assert any(note.startswith("— [1]: not the paper's protocol") and why in note
                for note in view.notes), view.notes
 
 
-def test_no_paper_numbers_for_synthetic_data(tmp_path):
+def test_no_paper_numbers_beside_synthetic_data(tmp_path):
     make_run(tmp_path, "mtl", [0.5, 0.6], dataset="synthetic", shot=1)
     view = accuracy_table(load_runs(tmp_path), paper=True)
-    assert not any("paper" in c for c in view.cells.columns)
-    assert any("no numbers" in n for n in view.notes)
+    assert view.cells.at["mtl", "synthetic 1-shot"].startswith("55.0")
+    assert "synthetic 1-shot paper" not in view.cells.columns
+    assert not view.cells.loc["mtl", [c for c in view.cells.columns if c.endswith("Δ")]].any()
 
 
 def test_val_split_is_labelled(tmp_path):

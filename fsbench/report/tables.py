@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from fsbench.paper import ABLATION_ORDER, PAPER_ORDER, paper_accuracy, protocol_differences
+from fsbench.paper import (
+    ABLATION_ORDER,
+    PAPER_COLUMNS,
+    PAPER_EVAL_SPLIT,
+    PAPER_ORDER,
+    PAPER_WAY,
+    paper_accuracy,
+    protocol_differences,
+)
 from fsbench.results import ResultsError
 from fsbench.stats import CI_FORMULA, SEED_CI_FORMULA
 
@@ -48,8 +56,10 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
     """Methods as rows, ``dataset shot`` as columns, cells ``mean ± CI`` (best per column marked).
 
     ``ablation`` keeps only the paper's ablation rows (train from scratch, finetune, MTL,
-    MTL + HT) in the paper's order and names. ``paper`` adds, beside each column, the paper's
-    number and the difference ours - paper (see :mod:`fsbench.paper`).
+    MTL + HT) in the paper's order and names. ``paper`` renders the paper's comparison table:
+    every method and setting the paper reports (measured or not: an empty cell where no run is),
+    the paper's number beside each column and the difference ours - paper where a run follows
+    the paper's protocol (see :mod:`fsbench.paper`).
     """
     if df.empty:
         raise ResultsError("no runs to report")
@@ -79,11 +89,25 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
     )
     cols = [column_label(*k) for k in col_keys]
 
+    row_method = {r.row: r.method for r in agg.itertuples()}
+    if paper and not ablation:
+        # The paper's whole comparison table: every method and setting it reports, measured or
+        # not ("–" where no run is); other runs keep their own rows and columns.
+        measured = set(row_method.values())
+        for method in PAPER_ORDER:
+            if method not in measured:
+                rows.append(method)
+                row_method[method] = method
+        rows.sort(key=lambda row: method_sort_key(row_method[row], order))
+        for dataset, shot in PAPER_COLUMNS:
+            if (dataset, PAPER_WAY, shot, PAPER_EVAL_SPLIT) not in col_keys:
+                col_keys.append((dataset, PAPER_WAY, shot, PAPER_EVAL_SPLIT))
+        col_keys.sort(key=column_sort_key)
+        cols = [column_label(*k) for k in col_keys]
     values = agg.pivot(index="row", columns="col", values="accuracy").reindex(
         index=rows, columns=cols
     )
     lookup = {(r.row, r.col): r for r in agg.itertuples()}
-    row_method = {r.row: r.method for r in agg.itertuples()}
 
     out_cols: list[str] = []
     cell_data: dict[str, list[str]] = {}
@@ -112,8 +136,7 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
         paper_cells, diff_cells = [], []
         for row, ref in zip(rows, reported, strict=True):
             rec = lookup.get((row, col))
-            # Only beside a number of ours: a paper value on an empty row reads as our result.
-            paper_cells.append("" if ref is None or rec is None else f"{ref:.1f}")
+            paper_cells.append("" if ref is None else f"{ref:.1f}")
             if ref is None or rec is None:
                 diff_cells.append("")
                 continue
@@ -155,7 +178,8 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
         if any_paper:
             notes.append(
                 "paper: Sun et al., Meta-Transfer Learning for Few-Shot Learning (CVPR 2019), "
-                "test split; MAML, MAML + HT and ProtoNets with Conv4, the others ResNet-12. "
+                "test split; MatchingNets, Meta-LSTM, MAML, MAML + HT and ProtoNets with Conv4, the "
+                "others ResNet-12. "
                 "Δ = ours - paper (points), only where a run follows the paper's protocol "
                 "(paper preset and backbone, test split, 5-way, 15 queries, 600 episodes)."
             )
