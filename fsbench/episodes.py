@@ -84,6 +84,18 @@ class Episode:
             self.support_idx[tasks], self.query_idx[tasks], self.classes[tasks], self.spec
         )
 
+    def fingerprint(self) -> str:
+        """A hash of every task's classes and image indices, in order.
+
+        Two runs whose ``summary.json`` carry the same ``episode_bank`` were tested on
+        identical episodes, whatever their methods or training seeds.
+        """
+        digest = hashlib.sha1()
+        for t in range(self.num_tasks):
+            for part in (self.classes[t], self.support_idx[t], self.query_idx[t]):
+                digest.update(part.to(torch.int64).numpy().astype("<i8").tobytes())
+        return digest.hexdigest()[:16]
+
     @staticmethod
     def cat(episodes: Sequence[Episode]) -> Episode:
         spec = episodes[0].spec
@@ -139,19 +151,6 @@ class EpisodeSampler:
 
     def batch(self, indices: Sequence[int] | range) -> Episode:
         return Episode.cat([self.episode(i) for i in indices])
-
-    def fingerprint(self, count: int) -> str:
-        """A hash of the first ``count`` episodes (classes and image indices of every task).
-
-        Two runs whose ``summary.json`` carry the same ``episode_bank`` were tested on
-        identical episodes, whatever their methods or training seeds.
-        """
-        digest = hashlib.sha1()
-        for i in range(count):
-            episode = self.episode(i)
-            for part in (episode.classes, episode.support_idx, episode.query_idx):
-                digest.update(part.to(torch.int64).numpy().astype("<i8").tobytes())
-        return digest.hexdigest()[:16]
 
     def with_classes(self, classes: torch.Tensor, gen: torch.Generator) -> Episode:
         """An episode over the given original classes, images drawn fresh from ``gen``."""

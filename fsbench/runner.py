@@ -28,7 +28,7 @@ from fsbench.config import BUILT_IN, HardTaskConfig, RunConfig, resolve_preset, 
 from fsbench.data import FewShotDataset, Normalizer, load_dataset
 from fsbench.data.cache import default_cache_dir
 from fsbench.engine.episodic import TrainLog, meta_train
-from fsbench.engine.evaluate import evaluate
+from fsbench.engine.evaluate import evaluate_episodes
 from fsbench.engine.precision import resolve_precision
 from fsbench.engine.pretrain import PretrainResult
 from fsbench.episodes import EpisodeSampler, EpisodeSpec
@@ -241,10 +241,11 @@ class Run:
             history += train_log.history
         # Test episodes depend on the episode seed only: every training seed sees the same ones.
         sampler = EpisodeSampler(eval_split, spec, cfg.episode_seed, dataset.name, stream="eval")
+        episodes = sampler.batch(range(cfg.episodes))  # drawn once: evaluated and fingerprinted
         began = time.perf_counter()
         with bar(f"evaluate ({cfg.eval_split})", cfg.episodes, self.show_progress) as progress:
-            accs = self._guard(lambda: evaluate(
-                method, eval_split, sampler, cfg.episodes, normalize, preset.eval_batch, progress.advance
+            accs = self._guard(lambda: evaluate_episodes(
+                method, eval_split, episodes, normalize, preset.eval_batch, progress.advance
             ))
         eval_seconds = time.perf_counter() - began
         acc, ci = mean_ci95(accs.numpy() * 100)
@@ -254,7 +255,7 @@ class Run:
             "paper_backbone": (self.record.presets["paper"].backbone
                                if "paper" in self.record.presets else None),
             "episodes": cfg.episodes, "seed": cfg.seed, "episode_seed": cfg.episode_seed,
-            "episode_bank": sampler.fingerprint(cfg.episodes),
+            "episode_bank": episodes.fingerprint(),
             "preset": self.preset_name,
             "eval_split": cfg.eval_split, "hard_tasks": self.hard.enabled,
             "hard_tasks_used": train_log.hard_tasks_used,

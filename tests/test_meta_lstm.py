@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from smoke_resume import assert_smoke_learns_and_resumes
+from smoke_resume import assert_smoke_learns_and_resumes, assert_training_state_round_trips
 
-from fsbench.checkpoints import atomic_torch_save, safe_torch_load
 from fsbench.config import EpisodicConfig, MethodPreset
 from fsbench.errors import ConfigError
 from fsbench.method import MethodContext
-from fsbench_plugins.meta_lstm import PRESETS, MetaLSTM, MetaLSTMHparams, preprocess
+from fsbench_plugins.meta_lstm import MetaLSTM, MetaLSTMHparams, preprocess
 
 WAY = 5
 
@@ -146,29 +144,7 @@ def test_bad_hparams_are_rejected():
 
 
 def test_training_state_round_trips(tmp_path: Path):
-    a = make().train()
-    batch = tasks()
-    for _ in range(2):
-        a.meta_train_step(*batch, WAY)
-    atomic_torch_save({"method": a.state_dict(), "training": a.training_state()}, tmp_path / "ck.pt")
-    saved = safe_torch_load(tmp_path / "ck.pt")
-    b = make().train()
-    b.load_state_dict(saved["method"])
-    b.load_training_state(saved["training"])
-    a.meta_train_step(*batch, WAY)
-    b.meta_train_step(*batch, WAY)
-    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
-
-
-def test_every_preset_setting_has_a_source():
-    for name, preset in PRESETS.items():
-        settings = {f"hparams.{f.name}" for f in dataclasses.fields(preset.hparams)}
-        settings |= {f"episodic.{f.name}" for f in dataclasses.fields(preset.episodic)}
-        settings |= {"backbone", "eval_batch"} | {f"backbone_kwargs.{k}" for k in preset.backbone_kwargs}
-        missing = settings - set(preset.sources)
-        assert not missing, (name, sorted(missing))
-    assert PRESETS["paper"].episodic.grad_clip == 0.25 and PRESETS["paper"].backbone == "conv4_32"
+    assert_training_state_round_trips(make, tasks(), WAY, tmp_path)
 
 
 def test_smoke_preset_learns_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

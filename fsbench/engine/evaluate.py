@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from fsbench.data.base import Normalizer, Split
-from fsbench.episodes import Episode, EpisodeSampler
+from fsbench.episodes import Episode
 from fsbench.method import Method
 
 ProgressFn = Callable[[int], None]  # called with the number of episodes just finished
@@ -76,19 +76,3 @@ def evaluate_episodes(
     finally:
         method.train(was_training)
     return torch.cat(accs)
-
-
-def evaluate(
-    method: Method,
-    split: Split,
-    sampler: EpisodeSampler,
-    count: int,
-    normalize: Normalizer,
-    batch: int = 50,
-    progress: ProgressFn | None = None,
-    start: int = 0,
-) -> torch.Tensor:
-    """Accuracies of episodes ``start..count-1`` of ``sampler``."""
-    return evaluate_episodes(
-        method, split, sampler.batch(range(start, count)), normalize, batch, progress
-    )
