@@ -41,11 +41,11 @@ def tasks(t: int = 2, shot: int = 1, query: int = 2, size: int = 16, seed: int =
 
 
 def plain_logits(method: TADAM, support, sy, query) -> torch.Tensor:
-    """ProtoNet logits of the unconditioned backbone, scaled by alpha."""
+    """-alpha * ||q - c|| to the prototypes of the unconditioned backbone (the paper metric)."""
     t, s, q = support.shape[0], support.shape[1], query.shape[1]
     sf = method.features(support.flatten(0, 1)).view(t, s, -1)
     qf = method.features(query.flatten(0, 1)).view(t, q, -1)
-    return method.alpha * nearest_centroid_logits(sf, sy, qf, WAY)
+    return -method.alpha * (-nearest_centroid_logits(sf, sy, qf, WAY)).sqrt()
 
 
 @pytest.mark.parametrize("backbone,kwargs,layers", [("conv4", {"width": 8}, 4), ("resnet12_tiny", {}, 12)])
@@ -82,17 +82,45 @@ def test_film_is_per_task_from_the_mean_prototype():
     torch.testing.assert_close(together, apart, rtol=1e-4, atol=1e-4)
 
 
-def test_the_metric_scale_multiplies_the_logits_and_is_learned():
+def test_the_metric_scale_multiplies_the_logits_fixed_or_learned():
     method = make().eval()
     support, sy, query, _, _ = tasks()
     with torch.no_grad():
-        base = method.episode_logits(support, sy, query, WAY)
+        base = method.episode_logits(support, sy, query, WAY) / method.alpha
         method.alpha.fill_(3.0)
         torch.testing.assert_close(method.episode_logits(support, sy, query, WAY), 3 * base)
-    assert any(p is method.alpha for p in method.parameters())
+    assert float(make().alpha) == 7.5  # the paper preset: fixed at the official 5-shot value
+    assert not any(p is method.alpha for p in method.parameters())
+    learned = make(TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0, learn_alpha=True))
+    assert any(p is learned.alpha for p in learned.optimizer.param_groups[1]["params"])
 
 
-def test_auxiliary_head_runs_only_in_training():
+def test_the_metric_is_the_euclidean_norm_or_its_square():
+    norm = make().eval()
+    square = make(TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0, metric="sq_euclidean")).eval()
+    support, sy, query, _, _ = tasks()
+    with torch.no_grad():
+        a = norm.episode_logits(support, sy, query, WAY) / 7.5
+        b = square.episode_logits(support, sy, query, WAY) / 7.5
+    torch.testing.assert_close(-(a ** 2), b, rtol=1e-4, atol=1e-4)
+
+
+def test_ten_has_three_residual_layers_as_wide_as_each_conditioned_layer():
+    method = make()
+    channels = [m.num_features for _, m in film_layers(method.backbone)]
+    for net, c in zip(method.ten.gamma_nets, channels, strict=True):
+        assert [tuple(lin.weight.shape) for lin in net] == [(c, 8), (c, c), (c, c)]  # conv4 width 8: 8-d task
+    x = torch.randn(2, 8)
+    net = method.ten.gamma_nets[0]
+    with torch.no_grad():
+        h1 = F.silu(net[0](x))
+        h2 = F.silu(net[1](h1) + h1)
+        torch.testing.assert_close(method.ten._run(net, x), net[2](h2) + h2)
+    method.ten.gamma0.data.fill_(2.0)
+    assert float(method.ten.penalty().detach()) == pytest.approx(0.5 * 4.0 * len(channels))  # TF's l2: x^2 / 2
+
+
+def test_auxiliary_step_is_extra_and_its_head_runs_only_in_training():
     method = make(TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0, lr_decay_every=0, aux_prob=1.0,
                                aux_decay=1.0))
     calls = []
@@ -104,6 +132,8 @@ def test_auxiliary_head_runs_only_in_training():
     assert calls and method.aux_steps == 1
     assert out.query_logits.shape == (2, WAY * 2, WAY)
     assert not torch.equal(method.aux_head.weight, head_before)  # trained on the global labels
+    # the episodic update ran too (an auxiliary step does not replace it): only it moves FiLM
+    assert method.outer_updates == 1 and float(method.ten.gamma0.detach().abs().sum()) > 0
     calls.clear()
     method.eval()
     logits = method.adapt_and_predict(support, sy, query, WAY)  # the core calls it without no_grad
@@ -114,10 +144,36 @@ def test_auxiliary_head_runs_only_in_training():
 def test_auxiliary_loss_uses_the_global_class_ids():
     method = make()
     support, sy, query, qy, classes = tasks()
-    loss, _ = method.aux_loss(support, sy, query, qy, WAY, classes)
+    loss = method.aux_loss(support, sy, query, qy, classes)
     feats = method.features(torch.cat([support.flatten(0, 1), query.flatten(0, 1)]))
     labels = torch.cat([classes[torch.arange(2)[:, None], sy].flatten(), classes[torch.arange(2)[:, None], qy].flatten()])
     torch.testing.assert_close(loss, F.cross_entropy(method.aux_head(feats), labels))
+
+
+def test_the_paper_schedule_decays_at_half_time_then_every_2500_and_the_aux_task_follows():
+    method = make(TADAMHparams(lr=0.1, aux_prob=1.0, aux_decay=1.0, lr_milestones=(2, 3)))
+    assert [g["weight_decay"] for g in method.optimizer.param_groups] == [5e-4, 0.0]  # weights only
+    *batch, classes = tasks()
+    lrs = []
+    for _ in range(4):
+        method.meta_train_step(*batch, WAY, classes=classes)
+        lrs.append([g["lr"] for g in method.aux_optimizer.param_groups])  # set before each aux step
+    assert [round(x[0], 6) for x in lrs] == [0.1, 0.1, 0.01, 0.001]
+    assert method.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # two milestones: x0.01 in all
+    assert TADAMHparams().aux_probability(1499) == pytest.approx(0.9)  # 0.9 ** (t // 1500 + 1)
+    assert TADAMHparams().aux_probability(29_999) == pytest.approx(0.9 ** 20)
+
+
+def test_every_gradient_tensor_is_clipped_to_clip_norm():
+    method = make(TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0, clip_norm=0.5))
+    params = [p for g in method.optimizer.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        p.grad = torch.full_like(p, float(i + 1))
+    before = [p.grad.clone() for p in params]
+    method._clip(method.optimizer)
+    for p, g in zip(params, before, strict=True):
+        assert float(p.grad.norm()) <= 0.5 + 1e-5 or float(g.norm()) <= 0.5
+        torch.testing.assert_close(p.grad / p.grad.norm(), g / g.norm())  # direction kept, per tensor
 
 
 def test_auxiliary_probability_decays_and_is_seeded():
@@ -155,13 +211,16 @@ def test_film_penalty_and_episodic_training_move_gamma0():
 
 
 def test_bad_hparams_are_rejected():
-    for bad in (TADAMHparams(optimizer="rmsprop"), TADAMHparams(aux_prob=1.5), TADAMHparams(alpha_init=0.0)):
+    for bad in (TADAMHparams(optimizer="rmsprop"), TADAMHparams(aux_prob=1.5), TADAMHparams(alpha_init=0.0),
+                TADAMHparams(metric="cosine"), TADAMHparams(lr_milestones=(20, 10)), TADAMHparams(lr_decay_every=5),
+                TADAMHparams(clip_norm=0.0), TADAMHparams(ten_layers=0)):
         with pytest.raises(ConfigError, match="hparams"):
             make(bad)
 
 
 def test_training_state_round_trips(tmp_path: Path):
-    hp = TADAMHparams(optimizer="sgd", lr=0.05, lr_decay_every=1, lr_decay=0.5, aux_prob=0.5, aux_decay_every=2)
+    hp = TADAMHparams(optimizer="sgd", lr=0.05, lr_milestones=(), lr_decay_every=1, lr_decay=0.5, aux_prob=0.5,
+                      aux_decay_every=2)
     a = make(hp).train()
     *batch, classes = tasks()
     for _ in range(3):
@@ -175,7 +234,7 @@ def test_training_state_round_trips(tmp_path: Path):
     for _ in range(2):
         a.meta_train_step(*batch, WAY, classes=classes)
         b.meta_train_step(*batch, WAY, classes=classes)
-    assert a.aux_steps > 0  # the seeded auxiliary draws continue identically after the restore
+    assert a.aux_steps > 0 and b.aux_optimizer.state  # the seeded auxiliary draws continue after the restore
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
 

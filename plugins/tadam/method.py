@@ -5,16 +5,20 @@ One forward of a meta-batch of ``T`` tasks:
 1. the backbone without conditioning embeds every support image; the task representation of
    each task is the mean of its class prototypes (``c_bar`` [T, D]);
 2. the task-embedding network (TEN) maps ``c_bar`` to per-channel FiLM parameters of every
-   conditioned layer: ``gamma = 1 + gamma0 * g(c_bar)``, ``beta = beta0 * h(c_bar)`` (scalars
-   ``gamma0``, ``beta0`` per layer, initialised 0 and L2-penalised, so FiLM starts as the identity);
+   conditioned layer: ``gamma = 1 + gamma0 * g(c_bar)``, ``beta = beta0 * h(c_bar)`` (``g``, ``h``:
+   3 fully connected layers, swish between them, residual from the second on; scalars ``gamma0``,
+   ``beta0`` per layer, initialised 0 and L2-penalised, so FiLM starts as the identity);
 3. the backbone embeds support and query images again, each image's feature maps scaled and
    shifted right after the BatchNorm of every conditioned layer by its own task's FiLM;
-4. logits ``-alpha * ||q - c_k||^2`` to the prototypes of the conditioned support features,
-   ``alpha`` the learned metric scale.
+4. logits ``-alpha * ||q - c_k||`` (the official code's Euclidean distance, not squared;
+   ``hparams.metric``) to the prototypes of the conditioned support features, ``alpha`` the metric
+   scale (fixed and cross-validated in the paper preset, learnable on request).
 
-The auxiliary 64-way head (all train classes) is trained, with a probability that decays over
-training, on the unconditioned features of a meta-batch's images with their global class ids;
-it never runs at test time.
+The auxiliary 64-way head (all train classes) is trained, at an update with a probability that
+decays over training, in an *extra* step before the episodic one, on the unconditioned features of
+the meta-batch's images with their global class ids, by its own optimizer on the same learning
+rate schedule; it never runs at test time. Every gradient tensor is clipped to norm
+``hparams.clip_norm`` before each step (the official code's per-variable clipping).
 """
 
 from __future__ import annotations
@@ -35,20 +39,27 @@ from fsbench.errors import ConfigError
 from fsbench.method import Method, MethodContext, StepOutput
 
 OPTIMIZERS = ("sgd", "adam")
+METRICS = ("euclidean", "sq_euclidean")
 EVAL_CHUNK = 4  # test episodes per backbone forward in adapt_and_predict
 
 
 @dataclass(frozen=True)
 class TADAMHparams:
-    """TADAM's hyperparameters (defaults: the ``paper`` preset).
+    """TADAM's hyperparameters (defaults: the ``paper`` preset, the official code's settings).
 
-    optimizer/lr/momentum/weight_decay/lr_decay/lr_decay_every: the outer optimiser and its step
-        schedule (``lr_decay_every`` counts updates; 0: none).
-    alpha_init / learn_alpha: the metric scale.
-    task_conditioning: FiLM from the TEN (False: a scaled-metric ProtoNet).
-    film_l2: weight of the L2 penalty on the FiLM post-multipliers gamma0, beta0.
-    aux_prob / aux_decay / aux_decay_every: the auxiliary task is trained at update ``n`` with
-        probability ``aux_prob * aux_decay ** (n / aux_decay_every)`` (0: never).
+    optimizer/lr/momentum/weight_decay: the outer optimiser (the auxiliary task's is the same kind).
+    lr_milestones / lr_decay / lr_decay_every: the learning rate is multiplied by ``lr_decay`` at
+        each update count in ``lr_milestones``, or else every ``lr_decay_every`` updates (0: never).
+    metric: ``"euclidean"`` (``-alpha * ||q - c||``, the official code) or ``"sq_euclidean"``
+        (``-alpha * ||q - c||^2``, ProtoNets').
+    alpha_init / learn_alpha: the metric scale and whether it is trained (else fixed).
+    task_conditioning / ten_layers: FiLM from a TEN of ``ten_layers`` layers per gamma/beta net
+        (False: a scaled-metric ProtoNet).
+    film_l2: weight of the L2 penalty ``film_l2 * (gamma0^2 + beta0^2) / 2`` (TensorFlow's
+        ``l2_regularizer``) on the FiLM post-multipliers.
+    clip_norm: every gradient tensor is clipped to this norm before a step (None: no clipping).
+    aux_prob / aux_decay / aux_decay_every: an auxiliary step precedes update ``n`` with
+        probability ``aux_prob * aux_decay ** (n // aux_decay_every)`` (``aux_prob`` 0: never).
     """
 
     optimizer: str = "sgd"
@@ -56,31 +67,45 @@ class TADAMHparams:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_decay: float = 0.1
-    lr_decay_every: int = 10_000
-    alpha_init: float = 1.0
-    learn_alpha: bool = True
+    lr_milestones: tuple[int, ...] = (15_000, 17_500, 20_000)
+    lr_decay_every: int = 0
+    metric: str = "euclidean"
+    alpha_init: float = 7.5
+    learn_alpha: bool = False
     task_conditioning: bool = True
+    ten_layers: int = 3
     film_l2: float = 0.01
+    clip_norm: float | None = 1.0
     aux_prob: float = 0.9
     aux_decay: float = 0.9
-    aux_decay_every: int = 500
+    aux_decay_every: int = 1_500
 
     def check(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"hparams.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.metric not in METRICS:
+            raise ConfigError(f"hparams.metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         for name in ("lr", "alpha_init", "aux_decay"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"hparams.{name} must be positive, got {getattr(self, name)}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ConfigError(f"hparams.clip_norm must be positive or null, got {self.clip_norm}")
         if not 0 <= self.aux_prob <= 1:
             raise ConfigError(f"hparams.aux_prob must be in [0, 1], got {self.aux_prob}")
         for name in ("lr_decay_every", "film_l2", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"hparams.{name} must be >= 0, got {getattr(self, name)}")
-        if self.aux_decay_every < 1:
-            raise ConfigError(f"hparams.aux_decay_every must be at least 1, got {self.aux_decay_every}")
+        for name in ("aux_decay_every", "ten_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"hparams.{name} must be at least 1, got {getattr(self, name)}")
+        milestones = list(self.lr_milestones)
+        if milestones and (milestones != sorted(set(milestones)) or milestones[0] < 1):
+            raise ConfigError(f"hparams.lr_milestones must be increasing positive update counts, got {milestones}")
+        if milestones and self.lr_decay_every:
+            raise ConfigError("hparams.lr_milestones and hparams.lr_decay_every are two schedules: set one")
 
     def aux_probability(self, update: int) -> float:
-        return self.aux_prob * self.aux_decay ** (update / self.aux_decay_every)
+        return self.aux_prob * self.aux_decay ** (update // self.aux_decay_every)
 
 
 def film_layers(backbone: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
@@ -91,27 +116,51 @@ def film_layers(backbone: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
 
 
 class TaskEmbeddingNetwork(nn.Module):
-    """TEN: per conditioned layer, two 2-layer MLPs (gamma and beta) of the task representation,
-    with the scalar post-multipliers gamma0 and beta0 (initialised 0)."""
+    """TEN: per conditioned layer of ``C`` channels, a gamma net and a beta net of ``layers``
+    fully connected layers of width ``C`` (the first projects the task representation; each later
+    one adds its input back; swish between layers, the last linear), and the scalar
+    post-multipliers gamma0 and beta0 (initialised 0). Weights are drawn N(0, 0.2 / C), biases 0
+    (the official code's initialiser with factor 0.1)."""
 
-    def __init__(self, dim: int, channels: list[int]) -> None:
+    def __init__(self, dim: int, channels: list[int], layers: int = 3) -> None:
         super().__init__()
 
-        def mlp(c: int) -> nn.Sequential:
-            return nn.Sequential(nn.Linear(dim, c), nn.ReLU(), nn.Linear(c, c))
+        def net(c: int) -> nn.ModuleList:
+            linears = nn.ModuleList(nn.Linear(dim if i == 0 else c, c) for i in range(layers))
+            for lin in linears:
+                nn.init.normal_(lin.weight, std=(0.2 / c) ** 0.5)
+                nn.init.zeros_(lin.bias)
+            return linears
 
-        self.gamma_nets = nn.ModuleList(mlp(c) for c in channels)
-        self.beta_nets = nn.ModuleList(mlp(c) for c in channels)
+        self.gamma_nets = nn.ModuleList(net(c) for c in channels)
+        self.beta_nets = nn.ModuleList(net(c) for c in channels)
         self.gamma0 = nn.Parameter(torch.zeros(len(channels)))
         self.beta0 = nn.Parameter(torch.zeros(len(channels)))
 
+    @staticmethod
+    def _run(linears: nn.ModuleList, task: torch.Tensor) -> torch.Tensor:
+        h = task
+        for i, lin in enumerate(linears):
+            h = lin(h) if i == 0 else lin(h) + h
+            if i < len(linears) - 1:
+                h = F.silu(h)
+        return h
+
     def forward(self, task: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """FiLM (gamma [T, C], beta [T, C]) of every layer from task representations [T, D]."""
-        return [(1 + self.gamma0[i] * g(task), self.beta0[i] * b(task))
+        return [(1 + self.gamma0[i] * self._run(g, task), self.beta0[i] * self._run(b, task))
                 for i, (g, b) in enumerate(zip(self.gamma_nets, self.beta_nets, strict=True))]
 
     def penalty(self) -> torch.Tensor:
-        return self.gamma0.pow(2).sum() + self.beta0.pow(2).sum()
+        """TensorFlow's ``l2_regularizer`` of the post-multipliers: half their sum of squares."""
+        return 0.5 * (self.gamma0.pow(2).sum() + self.beta0.pow(2).sum())
+
+
+def _decay_groups(params: list[nn.Parameter]) -> list[dict]:
+    """Weight decay on the conv and fully connected weights only (the official code regularises
+    ``weights``: not biases, BatchNorm, the metric scale or the FiLM post-multipliers)."""
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 class TADAM(Method):
@@ -133,7 +182,8 @@ class TADAM(Method):
         if hp.task_conditioning and not layers:
             raise ConfigError(f"TADAM conditions BatchNorm2d layers; backbone {ctx.backbone!r} has none")
         self._film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self.ten = TaskEmbeddingNetwork(dim, [m.num_features for _, m in layers]) if hp.task_conditioning else None
+        self.ten = (TaskEmbeddingNetwork(dim, [m.num_features for _, m in layers], hp.ten_layers)
+                    if hp.task_conditioning else None)
         if self.ten is not None:
             for i, (_, m) in enumerate(layers):
                 m.register_forward_hook(partial(self._apply_film, i))
@@ -148,14 +198,31 @@ class TADAM(Method):
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.aux_steps = 0
         self._warned_no_classes = False
-        params = [p for p in self.parameters() if p.requires_grad]
-        if hp.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        head = set(map(id, self.aux_head.parameters()))
+        main = [p for p in self.parameters() if p.requires_grad and id(p) not in head]
+        self.optimizer = self._make_optimizer(_decay_groups(main))
+        # The auxiliary 64-way task: its own optimizer over the backbone and the head (no weight
+        # decay on the head), at the main schedule's learning rate (set before each auxiliary step).
+        self.aux_optimizer = self._make_optimizer([
+            *_decay_groups(list(self.backbone.parameters())),
+            {"params": list(self.aux_head.parameters()), "weight_decay": 0.0},
+        ])
+        if hp.lr_milestones:
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+                self.optimizer, milestones=list(hp.lr_milestones), gamma=hp.lr_decay)
         else:
-            self.optimizer = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=max(hp.lr_decay_every, 1), gamma=hp.lr_decay if hp.lr_decay_every else 1.0,
-        )
+            self.scheduler = torch.optim.lr_scheduler.StepLR(
+                self.optimizer, step_size=max(hp.lr_decay_every, 1),
+                gamma=hp.lr_decay if hp.lr_decay_every else 1.0)
+
+    def _make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
+        hp = self.hp
+        if hp.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        return torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+
+    def _training_objects(self) -> dict:
+        return {**super()._training_objects(), "aux_optimizer": self.aux_optimizer}
 
     # -- FiLM -------------------------------------------------------------------------------
     def _apply_film(self, index: int, module: nn.Module, inputs, output: torch.Tensor):
@@ -191,7 +258,14 @@ class TADAM(Method):
             film = [(g[owner], b[owner]) for g, b in per_task]
         feats = self.features(images, film)
         support_f, query_f = feats[: t * s].view(t, s, -1), feats[t * s:].view(t, q, -1)
-        return self.alpha * neg_sq_euclidean(query_f, prototypes(support_f, support_y, way))
+        return self.scaled_logits(support_f, support_y, query_f, way)
+
+    def scaled_logits(self, support_f, support_y, query_f, way) -> torch.Tensor:
+        """``-alpha * d(q, c_k)`` [T, Q, way] to the class prototypes ``c_k`` of support features."""
+        neg = neg_sq_euclidean(query_f, prototypes(support_f, support_y, way))
+        if self.hp.metric == "euclidean":
+            neg = -(-neg).clamp_min(1e-12).sqrt()  # the norm; clamped: no infinite gradient at 0
+        return self.alpha * neg
 
     def adapt_and_predict(self, support, support_y, query, way) -> torch.Tensor:
         """Test episodes (no gradients), ``EVAL_CHUNK`` tasks per backbone forward: tasks are
@@ -213,21 +287,40 @@ class TADAM(Method):
         g = torch.Generator().manual_seed(derive_seed("tadam-aux", self.ctx.seed, int(self.updates)))
         return float(torch.rand((), generator=g)) < p
 
-    def aux_loss(self, support, support_y, query, query_y, way, classes) -> tuple[torch.Tensor, torch.Tensor]:
+    def aux_loss(self, support, support_y, query, query_y, classes) -> torch.Tensor:
         """64-way cross-entropy of the unconditioned features of all the meta-batch's images
-        (global labels ``classes[t, y]``), and the plain scaled-metric query logits."""
-        t, s, q = support.shape[0], support.shape[1], query.shape[1]
+        (global labels ``classes[t, y]``)."""
         feats = self.features(torch.cat([support.flatten(0, 1), query.flatten(0, 1)]))
         labels = torch.cat([classes.gather(1, support_y).flatten(), classes.gather(1, query_y).flatten()])
-        loss = F.cross_entropy(self.aux_head(feats), labels.to(feats.device))
-        support_f, query_f = feats[: t * s].view(t, s, -1), feats[t * s:].view(t, q, -1)
-        logits = self.alpha * neg_sq_euclidean(query_f, prototypes(support_f, support_y, way))
-        return loss, logits
+        return F.cross_entropy(self.aux_head(feats), labels.to(feats.device))
+
+    def _clip(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip every gradient tensor of ``optimizer``'s parameters to norm ``clip_norm``."""
+        if self.hp.clip_norm is None:
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            norms = torch._foreach_norm(grads)
+            scale = [(self.hp.clip_norm / (n + 1e-6)).clamp(max=1.0) for n in norms]
+            torch._foreach_mul_(grads, scale)
+
+    def aux_step(self, support, support_y, query, query_y, classes) -> None:
+        """One auxiliary update (backbone and head), at the main schedule's current learning rate."""
+        loss = self.aux_loss(support, support_y, query, query_y, classes)
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._clip(self.aux_optimizer)
+        lr = self.optimizer.param_groups[0]["lr"]
+        for group in self.aux_optimizer.param_groups:
+            group["lr"] = lr
+        self.aux_optimizer.step()
+        self.aux_steps += 1
 
     def meta_train_step(self, support, support_y, query, query_y, way,
                         classes: torch.Tensor | None = None) -> StepOutput:
-        """One update. ``classes`` [T, way]: the tasks' global train-class ids, which the
-        auxiliary task needs; without them only the episodic loss is trained (warned once)."""
+        """One update, preceded (with the decaying probability) by an auxiliary 64-way step.
+        ``classes`` [T, way]: the tasks' global train-class ids, which the auxiliary task needs;
+        without them only the episodic loss is trained (warned once)."""
         aux = self.take_aux_step()
         if aux and classes is None:
             if not self._warned_no_classes:
@@ -236,13 +329,13 @@ class TADAM(Method):
                 self._warned_no_classes = True
             aux = False
         if aux:
-            loss, logits = self.aux_loss(support, support_y, query, query_y, way, classes.to(query_y.device))
-            self.aux_steps += 1
-        else:
-            logits = self.episode_logits(support, support_y, query, way)
-            loss = F.cross_entropy(logits.flatten(0, 1), query_y.flatten())
+            self.aux_step(support, support_y, query, query_y, classes.to(query_y.device))
+        logits = self.episode_logits(support, support_y, query, way)
+        loss = F.cross_entropy(logits.flatten(0, 1), query_y.flatten())
         total = loss + self.hp.film_l2 * self.ten.penalty() if self.ten is not None else loss
-        self.outer_step(total)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self._clip(self.optimizer)
+        self.apply_outer_update()
         self.updates += 1
         return StepOutput(loss.detach(), logits.detach())
-
