@@ -12,7 +12,9 @@ trained once per precision (the first method that needs it pays for it) and shar
   accuracy difference B - A per method, episode by episode.
 
 The two chains can run at the same time (``--threads 1`` each on a 2-core machine) so that
-they see the same load from other jobs; each writes its JSON after every method.
+they see the same load from other jobs; each writes its JSON after every method, with the wall
+time and the process CPU time (``time.process_time``: what a shared machine's load does not
+inflate much) of each method.
 
     python benchmarks/quick_suite.py run --precision fp32 --before --threads 1 --json runs/issue12/suite_fp32.json
     python benchmarks/quick_suite.py run --precision auto --threads 1 --json runs/issue12/suite_auto.json
@@ -78,11 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = RunConfig(method=method, dataset="miniimagenet", data_root=args.data_root, preset="quick",
                         way=5, shot=1, query=15, episodes=600, eval_split="val", seed=0, device="cpu",
                         precision=args.precision, output=args.output / args.precision, cache_dir=args.cache_dir)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = run(cfg, show_progress=False)
         s = result.summary
         out["methods"][method] = {
-            "wall_s": time.perf_counter() - t0, "accuracy": s["accuracy"], "ci95": s["ci95"],
+            "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+            "accuracy": s["accuracy"], "ci95": s["ci95"],
             "pretrain_s": s["pretrain_seconds"], "train_s": s["train_seconds"], "eval_s": s["eval_seconds"],
             "precision": s["precision"], "run_dir": str(result.run_dir),
             "accuracies": result.accuracies.tolist(),
@@ -105,21 +108,30 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float]:
 def cmd_compare(args: argparse.Namespace) -> int:
     a, b = json.loads(args.before.read_text()), json.loads(args.after.read_text())
     print(f"| method | wall before ({a['precision']}) | wall after ({b['precision']}) | speed-up | "
-          "acc before | acc after | paired after − before |")
-    print("|---|---|---|---|---|---|---|")
-    tot_a = tot_b = 0.0
+          "CPU s before | CPU s after | CPU speed-up | acc before | acc after | paired after − before |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    tot = {"wall_a": 0.0, "wall_b": 0.0, "cpu_a": 0.0, "cpu_b": 0.0}
     for method, ra in a["methods"].items():
         rb = b["methods"].get(method)
         if rb is None:
             continue
-        tot_a += ra["wall_s"]
-        tot_b += rb["wall_s"]
+        tot["wall_a"] += ra["wall_s"]
+        tot["wall_b"] += rb["wall_s"]
+        cpu = ("cpu_s" in ra and "cpu_s" in rb)
+        if cpu:
+            tot["cpu_a"] += ra["cpu_s"]
+            tot["cpu_b"] += rb["cpu_s"]
+        cells = (f"{ra['cpu_s']:.0f} | {rb['cpu_s']:.0f} | x{ra['cpu_s'] / rb['cpu_s']:.2f}" if cpu
+                 else "– | – | –")
         d, ci = paired(ra["accuracies"], rb["accuracies"])
         print(f"| {method} | {ra['wall_s']:.0f} s | {rb['wall_s']:.0f} s | x{ra['wall_s'] / rb['wall_s']:.2f} | "
-              f"{ra['accuracy']:.2f} ± {ra['ci95']:.2f} | {rb['accuracy']:.2f} ± {rb['ci95']:.2f} | "
+              f"{cells} | {ra['accuracy']:.2f} ± {ra['ci95']:.2f} | {rb['accuracy']:.2f} ± {rb['ci95']:.2f} | "
               f"{d:+.2f} ± {ci:.2f} |")
-    if tot_b:
-        print(f"| all compared | {tot_a:.0f} s | {tot_b:.0f} s | x{tot_a / tot_b:.2f} | | | |")
+    if tot["wall_b"]:
+        cpu_total = (f"{tot['cpu_a']:.0f} | {tot['cpu_b']:.0f} | x{tot['cpu_a'] / tot['cpu_b']:.2f}"
+                     if tot["cpu_b"] else "– | – | –")
+        print(f"| all compared | {tot['wall_a']:.0f} s | {tot['wall_b']:.0f} s | "
+              f"x{tot['wall_a'] / tot['wall_b']:.2f} | {cpu_total} | | | |")
     return 0
 
 
