@@ -185,3 +185,17 @@ def test_create_backbone_unknown_name():
         assert name in msg
     assert "timm" in msg
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("preset,shot,dim", [("quick", 1, 64), ("quick", 5, 1600), ("paper", 1, 1600)])
+def test_protonet_quick_pools_in_one_shot_and_flattens_above(preset, shot, dim):
+    from fsbench.engine.precision import resolve_precision
+    from fsbench.method import MethodContext
+    from fsbench_plugins.protonet import PRESETS, ProtoNet
+
+    p = PRESETS[preset]
+    ctx = MethodContext(preset=p, backbone=p.backbone, backbone_kwargs=dict(p.backbone_kwargs),
+                        num_train_classes=64, image_shape=(3, 84, 84), device="cpu", seed=0, way=5,
+                        shot=shot, precision=resolve_precision("fp32", "cpu"))
+    with torch.no_grad():
+        assert ProtoNet(ctx).eval().embed(torch.randn(2, 3, 84, 84)).shape == (2, dim)
