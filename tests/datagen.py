@@ -211,3 +211,18 @@ def write_cifar100_python(
     }
     _dump(meta, out_dir / "meta", protocol, py2_style)
     return out_dir
+
+
+def random_tasks(way: int, t: int = 2, shot: int = 1, query: int = 2, size: int = 16, seed: int = 0,
+                 generator=None):
+    """``t`` random ``way``-way tasks of ``size``x``size`` images, as a method's step takes them:
+    support [t, way*shot, 3, size, size], its labels [t, way*shot], query, its labels. Draws from
+    ``generator`` (default: a new one seeded with ``seed``), so a caller can draw more after."""
+    import torch
+
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    support = torch.randn(t, way * shot, 3, size, size, generator=g)
+    query_x = torch.randn(t, way * query, 3, size, size, generator=g)
+    sy = torch.arange(way).repeat_interleave(shot).expand(t, -1)
+    qy = torch.arange(way).repeat_interleave(query).expand(t, -1)
+    return support, sy, query_x, qy

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from datagen import random_tasks
 from torch import nn
 
 from fsbench.backbones import create_backbone
@@ -47,12 +48,7 @@ def make_mtl(hp: MTLHparams | None = None, state=None, name: str = BACKBONE, kwa
 
 
 def tasks(t: int = 2, shot: int = 1, query: int = 2, size: int = 16, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    support = torch.randn(t, WAY * shot, 3, size, size, generator=g)
-    query_x = torch.randn(t, WAY * query, 3, size, size, generator=g)
-    sy = torch.arange(WAY).repeat_interleave(shot).expand(t, -1)
-    qy = torch.arange(WAY).repeat_interleave(query).expand(t, -1)
-    return support, sy, query_x, qy
+    return random_tasks(WAY, t, shot, query, size, seed)
 
 
 # -- the network ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from datagen import random_tasks
 from smoke_resume import assert_smoke_learns_and_resumes
 
 from fsbench.checkpoints import atomic_torch_save, safe_torch_load
@@ -32,10 +33,7 @@ def make(hp: TADAMHparams | None = None, backbone: str = "conv4", kwargs: dict |
 
 def tasks(t: int = 2, shot: int = 1, query: int = 2, size: int = 16, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    support = torch.randn(t, WAY * shot, 3, size, size, generator=g)
-    query_x = torch.randn(t, WAY * query, 3, size, size, generator=g)
-    sy = torch.arange(WAY).repeat_interleave(shot).expand(t, -1)
-    qy = torch.arange(WAY).repeat_interleave(query).expand(t, -1)
+    support, sy, query_x, qy = random_tasks(WAY, t, shot, query, size, generator=g)
     classes = torch.stack([torch.randperm(CLASSES, generator=g)[:WAY] for _ in range(t)])
     return support, sy, query_x, qy, classes
 
