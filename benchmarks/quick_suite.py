@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r = sub.add_parser("run")
     r.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     r.add_argument("--before", action="store_true", help="protonet with its quick preset before issue 12")
+    r.add_argument("--pretrain-epochs", type=int, default=None,
+                   help="pre-training epochs of finetune/mtl/mtl_ht (default: the quick preset's; "
+                        "6 was the preset before issue 12)")
     r.add_argument("--methods", default=",".join(METHODS))
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
@@ -77,12 +80,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     out: dict = {"precision": args.precision, "before": args.before, "threads": args.threads, "methods": {}}
     began = time.perf_counter()
     for method in args.methods.split(","):
+        pretrains = method in ("finetune", "mtl", "mtl_ht")
+        overrides = ({"pretrain": {"epochs": args.pretrain_epochs}}
+                     if pretrains and args.pretrain_epochs is not None else {})
         cfg = RunConfig(method=method, dataset="miniimagenet", data_root=args.data_root, preset="quick",
                         way=5, shot=1, query=15, episodes=600, eval_split="val", seed=0, device="cpu",
-                        precision=args.precision, output=args.output / args.precision, cache_dir=args.cache_dir)
+                        precision=args.precision, output=args.output / args.precision, cache_dir=args.cache_dir,
+                        overrides=overrides)
         t0, c0 = time.perf_counter(), time.process_time()
         result = run(cfg, show_progress=False)
         s = result.summary
+        out["allocator"] = s.get("allocator")
         out["methods"][method] = {
             "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
             "accuracy": s["accuracy"], "ci95": s["ci95"],

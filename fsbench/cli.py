@@ -33,6 +33,13 @@ examples:
   fsbench compare reference/ci results/new          non-zero exit on a regression
 """
 
+ENVIRONMENT = """environment:
+  OMP_NUM_THREADS=N        torch threads (default: PyTorch's, one per core; 1 on a shared machine)
+  FSBENCH_CACHE=DIR        the default --cache-dir
+  FSBENCH_ALLOCATOR=system keep glibc's default allocator (default keep: freed memory is reused
+                           instead of mapped afresh, x1.5 per CPU training step; README, Precision)
+"""
+
 
 def _positive(text: str) -> int:
     try:
@@ -424,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p_run = sub.add_parser("run", help="train (if needed) and evaluate one method", epilog=EXAMPLES,
+    p_run = sub.add_parser("run", help="train (if needed) and evaluate one method", epilog=EXAMPLES + "\n" + ENVIRONMENT,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p_run, method_required=False)
     p_run.add_argument("--suite", choices=["ci"], help="run a named suite instead of one method (ci: every method, smoke preset, synthetic data)")

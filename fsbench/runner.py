@@ -27,6 +27,7 @@ from fsbench.atomic import atomic_write_json, atomic_write_jsonl
 from fsbench.config import BUILT_IN, HardTaskConfig, RunConfig, resolve_preset, to_jsonable
 from fsbench.data import FewShotDataset, Normalizer, load_dataset
 from fsbench.data.cache import default_cache_dir
+from fsbench.engine.allocator import keep_freed_memory
 from fsbench.engine.episodic import TrainLog, meta_train
 from fsbench.engine.evaluate import evaluate_episodes
 from fsbench.engine.precision import resolve_precision
@@ -202,6 +203,7 @@ class Run:
 
     def _execute(self, run_dir: Path) -> RunResult:
         cfg, preset = self.cfg, self.preset
+        allocator = keep_freed_memory()  # before the first large tensor (fsbench.engine.allocator)
         if cfg.dataset in BUILT_IN:
             console.print("[yellow]dataset: built-in synthetic data[/] (use --dataset and --data-root for real data)")
         dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets", self.show_progress)
@@ -219,7 +221,8 @@ class Run:
         atomic_write_json(run_dir / CONFIG, {
             **self.resolved, "run_name": run_dir.name, "device": str(self.device),
             "precision": self.precision.label, "channels_last": self.precision.channels_last,
-            "versions": versions(), "git_commit": git_commit(), "dataset_notes": list(dataset.notes),
+            "allocator": allocator, "versions": versions(), "git_commit": git_commit(),
+            "dataset_notes": list(dataset.notes),
         })
         torch.manual_seed(cfg.seed)
         dataset = dataset.resident(self.device)  # on a GPU: moved there once (miniImageNet 1.3 GB)
@@ -266,7 +269,7 @@ class Run:
             "eval_seconds": eval_seconds, "best_val_accuracy": train_log.best_accuracy,
             "best_iteration": train_log.best_iteration, "device": str(self.device),
             "device_name": device_name(self.device), "precision": self.precision.label,
-            "channels_last": self.precision.channels_last,
+            "channels_last": self.precision.channels_last, "allocator": allocator,
             # Only for a pre-training done by this run: a cached backbone may come from another device.
             "pretrain_images_per_s": (_mean_of(history, "images_per_s", phase="pretrain")
                                       if pretrain_seconds > 0 else None),
@@ -289,6 +292,7 @@ class Run:
         """
         from fsbench.engine.pretrain import ensure_pretrained
 
+        keep_freed_memory()  # as _execute: `fsbench pretrain` and sweep workers start here
         cfg, preset = self.cfg, self.preset
         if preset.pretrain is None:
             needing = sorted(n for n, r in default_registry().methods.items() if r.needs_pretrain)
@@ -337,12 +341,6 @@ def load_result(run_dir: Path) -> RunResult:
 
 def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:
     return Run(cfg, show_progress).execute()
-
-
-def env_threads() -> None:
-    """Respect OMP_NUM_THREADS if set; otherwise use the cores there are."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 
 __all__ = ["Run", "RunResult", "run", "load_result", "asdict"]
