@@ -18,6 +18,14 @@ under vmap, BatchNorm is computed from primitives (:class:`~.inner_loop.Primitiv
 per-task loop under bf16 uses PyTorch's fused batch norm instead (the same function, 3x faster
 on a CPU). At test the inner loop is first order and nothing is differentiated through it, so the
 loop adapts with plain ``torch.autograd.grad`` (:meth:`~.inner_loop.InnerLoop.predict`).
+
+Layout on a CPU under bf16 (:func:`contiguous_meta_train`): the second-order meta-train
+step runs in the contiguous layout, the test adaptation in channels_last. The weights stay
+contiguous and only the images change layout (oneDNN follows the input's). Measured on a 2-core
+AMD EPYC with AVX-512 BF16, one thread, the ``quick`` 1-shot learner: a meta-batch of 4 tasks
+2.24 CPU-s in channels_last vs 1.85 contiguous (the double backward through batch norm, many
+small elementwise ops, is slower in channels_last); a test episode 0.14 CPU-s in channels_last
+vs 0.31 contiguous, and the same with contiguous or channels_last weights.
 """
 
 from __future__ import annotations
@@ -84,17 +92,29 @@ class MAMLHparams:
             raise ConfigError(f"hparams.clip_value must be positive or null, got {self.clip_value}")
 
 
+def contiguous_meta_train(ctx: MethodContext) -> bool:
+    """Whether the second-order meta-train step runs contiguous (a CPU under bf16; module doc)."""
+    hp: MAMLHparams = ctx.hparams
+    prec = ctx.precision
+    return prec.device_type == "cpu" and prec.channels_last and not hp.first_order
+
+
 def build_learner(ctx: MethodContext) -> torch.nn.Module:
     """The backbone with a ``ctx.way``-way classifier, BatchNorm on batch statistics.
 
     When ``backbone_kwargs`` asks fsbench's Conv-4 / ResNet-12 for ``pool="flatten"`` (the
     original MAML flattens Conv-4's 5x5 map at 84x84) without an ``img_size``, the dataset's
-    image size is filled in.
+    image size is filled in. Weights are channels_last under a bf16 policy, except where the
+    meta-train step runs contiguous (:func:`contiguous_meta_train`).
     """
     kwargs = with_image_size(ctx.backbone_kwargs, ctx.image_shape)
     model = create_backbone(ctx.backbone, num_classes=ctx.way, **kwargs)
     use_batch_statistics(model)
-    return ctx.precision.prepare(model)  # channels_last weights under a bf16 policy
+    return model if contiguous_meta_train(ctx) else ctx.precision.prepare(model)
+
+
+def _contiguous(images: torch.Tensor) -> torch.Tensor:
+    return images.contiguous()
 
 
 class MAML(Method):
@@ -164,10 +184,13 @@ class MAML(Method):
         # any order outside vmap), 3x faster on a CPU than the fp32 primitives it replaces.
         norms = PrimitiveNorms() if prec.dtype == "fp32" else contextlib.nullcontext()
         # At test nothing is differentiated through the inner loop: adapt without torch.func.
-        call = loop.predict if not torch.is_grad_enabled() and loop.first_order else loop
+        testing = not torch.is_grad_enabled() and loop.first_order
+        call = loop.predict if testing else loop
+        # The images' layout picks the convolutions' (module doc: contiguous_meta_train).
+        layout = prec.input if testing or not contiguous_meta_train(self.ctx) else _contiguous
         with norms:
             return torch.stack([
-                call(params, buffers, prec.input(support[t]), support_y[t], prec.input(query[t]))
+                call(params, buffers, layout(support[t]), support_y[t], layout(query[t]))
                 for t in range(support.shape[0])
             ])
 
