@@ -2,12 +2,13 @@
 
 On Linux, glibc's ``malloc`` serves every request above its mmap threshold (at most 32 MiB) with a
 fresh ``mmap`` and gives it back with ``munmap`` when it is freed. A Conv-4 training step on a
-5-way episode (80 images at 84x84) allocates activations of 36 M elements (72 MiB in bf16) in
-every layer, every step: each of them is a fresh mapping whose pages the kernel faults in and
-zeroes again, so on a CPU the elementwise layers (batch norm, ReLU, max pooling) spent more time
-in page faults than in arithmetic. Measured on a 2-core AMD EPYC, one thread: one bf16 ProtoNets
-meta-train step 0.435 s with the default allocator, 0.283 s with freed memory kept (x1.54); fp32
-1.33 s vs 0.82 s.
+5-way episode (80 images at 84x84) allocates activations of 36 M elements (69 MiB in bf16) in
+its first block, several per step: each of them was a fresh mapping whose pages the kernel
+faulted in and zeroed again, so on a CPU the element-wise layers (batch norm, ReLU, max pooling)
+spent much of their time in page faults. Measured on a 2-core AMD EPYC, one thread, median of 3
+alternating processes (``benchmarks/allocator_speed.py``): a ProtoNets meta-train step 0.421 s
+(bf16) and 1.286 s (fp32) with glibc's default, 0.298 s and 0.872 s with freed memory kept
+(x1.41, x1.47).
 
 :func:`keep_freed_memory` turns glibc's mmap path off (``M_MMAP_MAX = 0``) and its trimming of
 the heap's top (``M_TRIM_THRESHOLD``), so large blocks are recycled inside the heap and the pages
