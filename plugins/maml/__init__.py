@@ -35,7 +35,7 @@ Presets:
   schedule for a CPU: 100 meta-batches of 4 tasks with 5 queries per class (not 15), val every 50
   on 20 episodes, tasks run in a per-task loop (``batched=false``: on a CPU the loop is as fast
   as vmap or faster). Measured on real miniImageNet 84x84, 1-shot, 1 thread of a 2-core AMD
-  EPYC with AVX-512 BF16: a meta-train step (4 tasks) costs 2.66 CPU-seconds in fp32 and 1.85
+  EPYC with AVX-512 BF16: a meta-train step (4 tasks) costs 2.66 CPU-seconds in fp32 and 1.89
   under ``--precision auto`` (bf16, contiguous: :mod:`.method`), adapting one test episode 0.66
   and 0.14, so a 1-shot run with 600 test episodes needs about 12 CPU-minutes in fp32 and 5 in
   ``auto``. A 5-shot step (meta-batch 2) and a 5-shot adaptation cost about twice and three

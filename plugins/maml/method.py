@@ -22,10 +22,10 @@ loop adapts with plain ``torch.autograd.grad`` (:meth:`~.inner_loop.InnerLoop.pr
 Layout on a CPU under bf16 (:func:`contiguous_meta_train`): the second-order meta-train
 step runs in the contiguous layout, the test adaptation in channels_last. The weights stay
 contiguous and only the images change layout (oneDNN follows the input's). Measured on a 2-core
-AMD EPYC with AVX-512 BF16, one thread, the ``quick`` 1-shot learner: a meta-batch of 4 tasks
-2.24 CPU-s in channels_last vs 1.85 contiguous (the double backward through batch norm, many
-small elementwise ops, is slower in channels_last); a test episode 0.14 CPU-s in channels_last
-vs 0.31 contiguous, and the same with contiguous or channels_last weights.
+AMD EPYC with AVX-512 BF16, one thread, the ``quick`` 1-shot learner, alternating: a meta-batch
+of 4 tasks 2.28 CPU-s in channels_last vs 1.89 contiguous (the double backward through batch
+norm, many small element-wise ops, is slower in channels_last); a test episode 0.14 CPU-s in
+channels_last vs 0.32 contiguous, and the same with contiguous or channels_last weights.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def contiguous_meta_train(ctx: MethodContext) -> bool:
     """Whether the second-order meta-train step runs contiguous (a CPU under bf16; module doc)."""
     hp: MAMLHparams = ctx.hparams
     prec = ctx.precision
-    return prec.device_type == "cpu" and prec.channels_last and not hp.first_order
+    return prec.device_type == "cpu" and prec.dtype == "bf16" and not hp.first_order
 
 
 def build_learner(ctx: MethodContext) -> torch.nn.Module:
