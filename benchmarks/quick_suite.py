@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     r.add_argument("--before", action="store_true", help="protonet with its quick preset before issue 12")
     r.add_argument("--pretrain-epochs", type=int, default=None,
-                   help="pre-training epochs of finetune/mtl/mtl_ht (default: the quick preset's; "
+                   help="pre-training epochs of the methods that pre-train (default: the quick preset's; "
                         "6 was the preset before issue 12)")
     r.add_argument("--methods", default=",".join(METHODS))
     r.add_argument("--threads", type=int, default=2)
@@ -70,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from fsbench.config import RunConfig
+    from fsbench.plugins import default_registry
     from fsbench.runner import run
 
     torch.set_num_threads(args.threads)
@@ -80,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out: dict = {"precision": args.precision, "before": args.before, "threads": args.threads, "methods": {}}
     began = time.perf_counter()
     for method in args.methods.split(","):
-        pretrains = method in ("finetune", "mtl", "mtl_ht")
+        pretrains = default_registry().get(method).presets["quick"].pretrain is not None
         overrides = ({"pretrain": {"epochs": args.pretrain_epochs}}
                      if pretrains and args.pretrain_epochs is not None else {})
         cfg = RunConfig(method=method, dataset="miniimagenet", data_root=args.data_root, preset="quick",

@@ -37,7 +37,7 @@ ENVIRONMENT = """environment:
   OMP_NUM_THREADS=N        torch threads (default: PyTorch's, one per core; 1 on a shared machine)
   FSBENCH_CACHE=DIR        the default --cache-dir
   FSBENCH_ALLOCATOR=system keep glibc's default allocator (default keep: freed memory is reused
-                           instead of mapped afresh, x1.5 per CPU training step; README, Precision)
+                           instead of mapped afresh: x1.35-1.47 per CPU training step; README)
 """
 
 

@@ -127,6 +127,8 @@ class Run:
             raise ConfigError(f"--hard-tasks needs an episodic method; {cfg.method!r} has no meta-training")
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)  # what features compute in
+        # Before the first large tensor; every path (run, `fsbench pretrain`, sweep workers) builds a Run.
+        self.allocator = keep_freed_memory()  # fsbench.engine.allocator
         self.cache_dir = cfg.cache_dir or default_cache_dir()
         self.resolved = {
             "run": to_jsonable(cfg),
@@ -203,7 +205,6 @@ class Run:
 
     def _execute(self, run_dir: Path) -> RunResult:
         cfg, preset = self.cfg, self.preset
-        allocator = keep_freed_memory()  # before the first large tensor (fsbench.engine.allocator)
         if cfg.dataset in BUILT_IN:
             console.print("[yellow]dataset: built-in synthetic data[/] (use --dataset and --data-root for real data)")
         dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets", self.show_progress)
@@ -221,7 +222,7 @@ class Run:
         atomic_write_json(run_dir / CONFIG, {
             **self.resolved, "run_name": run_dir.name, "device": str(self.device),
             "precision": self.precision.label, "channels_last": self.precision.channels_last,
-            "allocator": allocator, "versions": versions(), "git_commit": git_commit(),
+            "allocator": self.allocator, "versions": versions(), "git_commit": git_commit(),
             "dataset_notes": list(dataset.notes),
         })
         torch.manual_seed(cfg.seed)
@@ -269,7 +270,7 @@ class Run:
             "eval_seconds": eval_seconds, "best_val_accuracy": train_log.best_accuracy,
             "best_iteration": train_log.best_iteration, "device": str(self.device),
             "device_name": device_name(self.device), "precision": self.precision.label,
-            "channels_last": self.precision.channels_last, "allocator": allocator,
+            "channels_last": self.precision.channels_last, "allocator": self.allocator,
             # Only for a pre-training done by this run: a cached backbone may come from another device.
             "pretrain_images_per_s": (_mean_of(history, "images_per_s", phase="pretrain")
                                       if pretrain_seconds > 0 else None),
@@ -292,7 +293,6 @@ class Run:
         """
         from fsbench.engine.pretrain import ensure_pretrained
 
-        keep_freed_memory()  # as _execute: `fsbench pretrain` and sweep workers start here
         cfg, preset = self.cfg, self.preset
         if preset.pretrain is None:
             needing = sorted(n for n, r in default_registry().methods.items() if r.needs_pretrain)

@@ -1,5 +1,6 @@
-"""The CPU allocator setting (fsbench.engine.allocator): freed memory stays mapped, numbers do not
-change, the opt-out works and a bad value is a one-line error."""
+"""The CPU allocator setting (fsbench.engine.allocator): freed memory stays mapped, the opt-out
+works, a run records the setting and a bad value is a one-line error. That the numbers do not
+change is tests/test_precision.py's bit-exact fp32 run, made with the setting on."""
 
 from __future__ import annotations
 

@@ -306,38 +306,3 @@ def test_smoke_run_end_to_end(tmp_path: Path, method: str):
     else:
         assert not s["hard_tasks"] and s["hard_tasks_used"] == 0
 
-
-# -- layout under bf16 on a CPU -------------------------------------------------------------------
-
-def _conv_input_layouts(maml: MAML, call) -> list[bool]:
-    """Whether each input of the first convolution during ``call()`` was channels_last."""
-    seen: list[bool] = []
-    conv = next(m for m in maml.model.modules() if isinstance(m, nn.Conv2d))
-    handle = conv.register_forward_pre_hook(
-        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
-    try:
-        call()
-    finally:
-        handle.remove()
-    return seen
-
-
-@pytest.mark.parametrize("first_order", [False, True])
-def test_bf16_cpu_meta_train_runs_contiguous_and_tests_channels_last(first_order):
-    from fsbench.engine.precision import Precision
-
-    bf16 = Precision("bf16", "cpu", channels_last=True, requested="bf16")  # emulated where not native
-    maml = make_maml(MAMLHparams(inner_steps=2, test_inner_steps=3, inner_lr=0.1, batched=False,
-                                 first_order=first_order))
-    maml.ctx = replace(maml.ctx, precision=bf16)
-    maml.model = build_learner(maml.ctx)
-    maml.optimizer = torch.optim.Adam(maml.model.parameters(), lr=1e-3)
-    conv_weights = [m.weight for m in maml.model.modules() if isinstance(m, nn.Conv2d)]
-    # Second order: weights and training images contiguous (the double backward through batch
-    # norm is faster so on a CPU); first order keeps the policy's channels_last everywhere.
-    assert all(w.is_contiguous() for w in conv_weights) is (not first_order)
-    support, support_y, query, query_y = make_tasks(tasks=2)
-    train = _conv_input_layouts(maml, lambda: maml.meta_train_step(support, support_y, query, query_y, WAY))
-    test = _conv_input_layouts(maml, lambda: maml.adapt_and_predict(support, support_y, query, WAY))
-    assert train and set(train) == {first_order}
-    assert test and set(test) == {True}

@@ -155,6 +155,25 @@ def test_every_method_computes_features_in_bf16_channels_last_and_losses_in_fp32
         assert all(cl is train_layout and dtype == torch.bfloat16 for cl, dtype in seen[:trained]), name
 
 
+@pytest.mark.parametrize("first_order", [False, True])
+def test_maml_meta_trains_contiguous_on_a_cpu_in_second_order_only(first_order):
+    """Second order: contiguous weights and training images (the double backward through batch
+    norm is faster so on a CPU), channels_last test images; first order: channels_last throughout."""
+    from fsbench_plugins.maml import MAML, MAMLHparams
+
+    hp = MAMLHparams(inner_steps=1, test_inner_steps=1, batched=False, first_order=first_order)
+    maml = MAML(_ctx(MethodPreset("conv4", hp, {"width": 8}, episodic=EpisodicConfig()), BF16))
+    weights = [m.weight for m in maml.model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w.is_contiguous() is not first_order for w in weights)
+    seen = _conv_probe(maml)
+    support, sy, query, qy = _tasks()
+    maml.meta_train_step(support, sy, query, qy, 5)
+    trained = len(seen)
+    maml.adapt_and_predict(support, sy, query, 5)
+    assert trained and all(cl is first_order for cl, _ in seen[:trained])
+    assert seen[trained:] and all(cl for cl, _ in seen[trained:])
+
+
 def test_fp32_methods_run_no_autocast_and_keep_nchw():
     for name, method in _methods(FP32).items():
         seen = _conv_probe(method)

@@ -83,8 +83,9 @@ PROBE_QUERY = 15
 #:   its numbers where the paper is silent): Adam 1e-3 halved every 5k iterations, batch 64,
 #:   about 10k iterations, horizontal flips, a single FC head, on its ResNet-12 (64-128-256-512).
 #: * ``quick``: a Conv-4 on real miniImageNet (84x84) for CPUs: 12 epochs of 6,400 images (two
-#:   passes over the 38,400 train images) and a 100-episode val probe. Under ``--precision auto``
-#:   (bf16) an epoch costs about a third of fp32's 105 s on 2 idle cores. 12 epochs rather than
+#:   passes over the 38,400 train images) and a 100-episode val probe. 6 epochs took 992 s in
+#:   fp32 with glibc's default allocator and 195 s under ``--precision auto`` with fsbench's
+#:   (one thread each, side by side; README, "Precision and CPU speed"). 12 epochs rather than
 #:   the 6 of earlier releases: the bf16 speed-up paid for them, and they raised finetune, MTL and
 #:   MTL+HT by 2.3-2.4 points (paired, 600 val episodes, 1-shot; probe 34.4% -> 36.4%; README,
 #:   "Measured").

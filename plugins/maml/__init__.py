@@ -37,8 +37,8 @@ Presets:
   as vmap or faster). Measured on real miniImageNet 84x84, 1-shot, 1 thread of a 2-core AMD
   EPYC with AVX-512 BF16: a meta-train step (4 tasks) costs 2.66 CPU-seconds in fp32 and 1.89
   under ``--precision auto`` (bf16, contiguous: :mod:`.method`), adapting one test episode 0.66
-  and 0.14, so a 1-shot run with 600 test episodes needs about 12 CPU-minutes in fp32 and 5 in
-  ``auto``. A 5-shot step (meta-batch 2) and a 5-shot adaptation cost about twice and three
+  and 0.14. A whole 1-shot run with 600 test episodes took 799 CPU-s in fp32 and 311 in ``auto``
+  (``benchmarks/quick_suite.py``, README). A 5-shot step (meta-batch 2) and a 5-shot adaptation cost about twice and three
   times the 1-shot ones (measured in fp32 before ``--precision`` existed). For 5-shot pass
   ``--set episodic.meta_batch=2`` as for ``paper``.
 * ``smoke``: a tiny run for tests.
