@@ -150,8 +150,8 @@ class RunConfig:
             raise ConfigError(f"--data-root is required for dataset {self.dataset!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.episodes < 1:
-            raise ConfigError(f"--episodes must be at least 1, got {self.episodes}")
+        if self.episodes < 2:
+            raise ConfigError(f"--episodes must be at least 2 (a confidence interval needs two), got {self.episodes}")
         if self.ht_fill is not None and self.ht_fill not in HT_FILL_RULES:
             raise ConfigError(f"--ht-fill must be one of {', '.join(HT_FILL_RULES)}, got {self.ht_fill!r}")
         if self.ht_mode is not None and self.ht_mode not in HT_MODES:

@@ -1,10 +1,21 @@
 """Per-episode statistics: mean accuracy with a 95% confidence interval, and paired differences.
 
-The few-shot protocol (Ravi & Larochelle; MAML, ProtoNets and MTL official code) reports the mean
-accuracy over test episodes with ``1.96 * std / sqrt(n)``, where ``std`` is numpy's default
-``np.std`` -- the *population* standard deviation (``ddof=0``). fsbench uses the same formula so
-that its numbers are comparable with the published ones, and records it as :data:`CI_FORMULA` in
-every run summary. (With 600 episodes the difference to ``ddof=1`` is 0.08% of the interval.)
+Every interval is Student's t with n-1 degrees of freedom on the sample standard deviation
+(``ddof=1``): ``t(0.975, n-1) * std(ddof=1) / sqrt(n)`` (:data:`CI_FORMULA`, recorded in every
+run summary). It is exact at any n under the usual normal approximation of the mean, so it stays
+honest for the small numbers of episodes of tests, smoke runs and ``fsbench compare`` on a few
+episodes.
+
+The papers print ``1.96 * std / sqrt(n)``: Ravi & Larochelle's and Snell et al.'s code divide by
+n-1, the MAML and MTL code use numpy's default ``np.std`` (n). At the protocol's 600 episodes
+fsbench's interval is 0.2% wider than ``1.96*std(ddof=1)/sqrt(n)`` and 0.3% wider than
+``1.96*std(ddof=0)/sqrt(n)``, so its numbers stay comparable with the published ones. Runs
+written before this formula recorded :data:`LEGACY_CI_FORMULA`; :func:`ci95_for_formula`
+recomputes either.
+
+A difference whose values have no spread (every paired difference equal, e.g. two runs that agree
+on every episode, or one that is better by exactly one query everywhere) has no estimable
+interval: it is *not testable*, never "significant".
 
 Every function works in the units of its input: pass fractions and get fractions back, pass
 percentages and get percentages back.
@@ -15,14 +26,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-#: z-value of a two-sided 95% normal interval.
-Z95 = 1.96
-
 #: The interval formula, written into each run's ``summary.json`` as ``ci_formula``.
-CI_FORMULA = "1.96*std(ddof=0)/sqrt(n)"
+CI_FORMULA = "t(0.975, n-1)*std(ddof=1)/sqrt(n)"
+
+#: The formula of runs written by fsbench before 0.2 (normal quantile, population std).
+LEGACY_CI_FORMULA = "1.96*std(ddof=0)/sqrt(n)"
+
+#: A standard deviation this small relative to the mean is float rounding of equal values.
+_NO_SPREAD = 1e-9
+
+#: The formulas :func:`ci95_for_formula` knows.
+CI_FORMULAS: tuple[str, ...] = (CI_FORMULA, LEGACY_CI_FORMULA)
 
 
 def _as_array(values: Iterable[float], what: str = "values") -> np.ndarray:
@@ -36,28 +54,46 @@ def _as_array(values: Iterable[float], what: str = "values") -> np.ndarray:
 
 
 def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and 95% CI half-width ``1.96 * std(ddof=0) / sqrt(n)`` of ``values``.
+    """Mean and 95% CI half-width ``t(0.975, n-1) * std(ddof=1) / sqrt(n)`` of ``values``.
 
-    One value gives a half-width of 0 (there is no spread to estimate). An empty input or a
-    non-finite value raises :class:`ValueError`.
+    One value has no interval: its half-width is NaN. An empty input or a non-finite value
+    raises :class:`ValueError`.
     """
     arr = _as_array(values)
     n = arr.size
-    return float(arr.mean()), float(Z95 * arr.std(ddof=0) / math.sqrt(n))
+    if n < 2:
+        return float(arr.mean()), math.nan
+    return float(arr.mean()), float(t95(n - 1) * arr.std(ddof=1) / math.sqrt(n))
+
+
+def ci95_for_formula(values: Iterable[float], formula: str) -> float:
+    """The 95% half-width of ``values`` under ``formula`` (one of :data:`CI_FORMULAS`).
+
+    Reading a run recomputes its recorded interval with this; an unknown formula raises
+    :class:`ValueError` naming the known ones.
+    """
+    if formula == CI_FORMULA:
+        return mean_ci95(values)[1]
+    if formula == LEGACY_CI_FORMULA:
+        arr = _as_array(values)
+        return float(1.96 * arr.std(ddof=0) / math.sqrt(arr.size))
+    raise ValueError(f"unknown CI formula {formula!r}; known: {'; '.join(CI_FORMULAS)}")
 
 
 @dataclass(frozen=True)
 class PairedResult:
-    """Mean of the per-episode differences ``b - a`` with its 95% CI half-width.
+    """Mean of the differences ``b - a`` with its 95% CI half-width.
 
-    ``significant`` is true when the interval ``mean_diff ± ci95`` excludes 0. With fewer than two
-    pairs nothing is significant: a single difference says nothing about its own spread.
+    ``significant`` is true when the interval ``mean_diff ± ci95`` excludes 0. ``testable`` is
+    false when the differences have no estimable spread (fewer than two, or all equal): the
+    interval is then NaN (fewer than two) or 0 (all equal) and nothing is significant.
     """
 
     mean_diff: float
     ci95: float
     n: int
     significant: bool
+    testable: bool = True
 
     @property
     def low(self) -> float:
@@ -67,11 +103,31 @@ class PairedResult:
     def high(self) -> float:
         return self.mean_diff + self.ci95
 
+    @property
+    def verdict(self) -> str:
+        """``significant``, ``not significant`` or ``not testable``, for tables and messages."""
+        if not self.testable:
+            return "not testable"
+        return "significant" if self.significant else "not significant"
+
+
+def _interval(diffs: np.ndarray) -> PairedResult:
+    """The t-interval of the mean of ``diffs`` (see :class:`PairedResult`)."""
+    mean = float(diffs.mean())
+    n = int(diffs.size)
+    if n < 2:
+        return PairedResult(mean, math.nan, n, False, testable=False)
+    sd = float(diffs.std(ddof=1))
+    if sd <= _NO_SPREAD * max(1.0, abs(mean)):  # equal values, up to float rounding
+        return PairedResult(mean, 0.0, n, False, testable=False)
+    ci = float(t95(n - 1) * sd / math.sqrt(n))
+    return PairedResult(mean, ci, n, bool(mean - ci > 0 or mean + ci < 0))
+
 
 def paired_difference(a: Iterable[float], b: Iterable[float]) -> PairedResult:
     """Paired comparison of two methods evaluated on the same episodes (``a[i]``, ``b[i]``).
 
-    Returns the mean of ``b - a`` and its 95% CI (same formula as :func:`mean_ci95`). Because
+    The mean of ``b - a`` and its t-interval (:data:`CI_FORMULA` on the differences). Because
     both methods see identical episodes, the episode-to-episode difficulty cancels and the
     interval is far tighter than the two separate intervals suggest.
     """
@@ -81,17 +137,20 @@ def paired_difference(a: Iterable[float], b: Iterable[float]) -> PairedResult:
         raise ValueError(
             f"paired difference needs equally many values, got {arr_a.size} and {arr_b.size}"
         )
-    mean, ci = mean_ci95(arr_b - arr_a)
-    significant = arr_a.size >= 2 and (mean - ci > 0 or mean + ci < 0)
-    return PairedResult(mean_diff=mean, ci95=ci, n=int(arr_a.size), significant=bool(significant))
+    return _interval(arr_b - arr_a)
 
 
 # ----------------------------------------------------------------------------------------------
 # Between training seeds: one seed is one sample
 # ----------------------------------------------------------------------------------------------
 
-#: The between-seeds interval formula, recorded beside :data:`CI_FORMULA` in reports.
+#: The between-seeds interval formula (the same t-interval, over k training seeds).
 SEED_CI_FORMULA = "t(0.975, k-1)*std(ddof=1)/sqrt(k) over the k per-seed means"
+
+
+def t95(df: float) -> float:
+    """``t(0.975, df)``: the two-sided 95% quantile of Student's t (cached)."""
+    return _t_quantile_cached(0.975, float(df))
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -105,6 +164,13 @@ def t_quantile(p: float, df: float) -> float:
         raise ValueError(f"p must be in [0.5, 1), got {p}")
     if not df > 0:
         raise ValueError(f"degrees of freedom must be positive, got {df}")
+    return _t_quantile_cached(float(p), float(df))
+
+
+@lru_cache(maxsize=1024)
+def _t_quantile_cached(p: float, df: float) -> float:
+    if df > 1e7:  # the normal limit; the integral below would need a finer grid
+        return _normal_quantile(p)
     log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
 
     def cdf(t: float) -> float:
@@ -122,17 +188,21 @@ def t_quantile(p: float, df: float) -> float:
     return (low + high) / 2
 
 
+def _normal_quantile(p: float) -> float:
+    low, high = 0.0, 10.0
+    for _ in range(80):
+        mid = (low + high) / 2
+        low, high = (mid, high) if 0.5 * math.erfc(-mid / math.sqrt(2)) < p else (low, mid)
+    return (low + high) / 2
+
+
 def seed_ci95(values: Iterable[float]) -> tuple[float, float]:
     """Mean and 95% CI half-width over training seeds: ``t(0.975, k-1) * std(ddof=1) / sqrt(k)``.
 
     Each value is one training run (its accuracy, or its paired difference to another method):
     the interval describes the spread between training runs. Fewer than two values give NaN.
     """
-    arr = _as_array(values)
-    k = arr.size
-    if k < 2:
-        return float(arr.mean()), math.nan
-    return float(arr.mean()), float(t_quantile(0.975, k - 1) * arr.std(ddof=1) / math.sqrt(k))
+    return mean_ci95(values)
 
 
 def seed_paired_difference(diffs: Iterable[float]) -> PairedResult:
@@ -140,10 +210,7 @@ def seed_paired_difference(diffs: Iterable[float]) -> PairedResult:
 
     ``n`` counts seeds; significant when the interval excludes 0 (never with fewer than two).
     """
-    arr = _as_array(diffs, "per-seed differences")
-    mean, ci = seed_ci95(arr)
-    significant = not math.isnan(ci) and (mean - ci > 0 or mean + ci < 0)
-    return PairedResult(mean_diff=mean, ci95=ci, n=int(arr.size), significant=bool(significant))
+    return _interval(_as_array(diffs, "per-seed differences"))
 
 
 def welch_difference(a: Iterable[float], b: Iterable[float]) -> PairedResult:
@@ -154,13 +221,13 @@ def welch_difference(a: Iterable[float], b: Iterable[float]) -> PairedResult:
     """
     arr_a, arr_b = _as_array(a, "a"), _as_array(b, "b")
     diff = float(arr_b.mean() - arr_a.mean())
+    n = int(min(arr_a.size, arr_b.size))
     if arr_a.size < 2 or arr_b.size < 2:
-        return PairedResult(diff, math.nan, int(min(arr_a.size, arr_b.size)), False)
+        return PairedResult(diff, math.nan, n, False, testable=False)
     va, vb = arr_a.var(ddof=1) / arr_a.size, arr_b.var(ddof=1) / arr_b.size
     se = math.sqrt(va + vb)
-    if se == 0.0:
-        return PairedResult(diff, 0.0, int(min(arr_a.size, arr_b.size)), diff != 0.0)
+    if se <= _NO_SPREAD * max(1.0, abs(diff)):  # no spread on either side: nothing to test
+        return PairedResult(diff, 0.0, n, False, testable=False)
     df = (va + vb) ** 2 / (va**2 / (arr_a.size - 1) + vb**2 / (arr_b.size - 1))
     ci = float(t_quantile(0.975, df) * se)
-    significant = diff - ci > 0 or diff + ci < 0
-    return PairedResult(diff, ci, int(min(arr_a.size, arr_b.size)), bool(significant))
+    return PairedResult(diff, ci, n, bool(diff - ci > 0 or diff + ci < 0))

@@ -14,7 +14,7 @@ from fsbench.report.compare import compare_runs
 from fsbench.report.render import render
 from fsbench.report.tables import accuracy_table, seed_paired_view
 from fsbench.results import load_runs
-from fsbench.stats import seed_ci95, seed_paired_difference, t_quantile, welch_difference
+from fsbench.stats import seed_ci95, seed_paired_difference, t95, t_quantile, welch_difference
 
 try:
     from runfactory import make_run
@@ -116,7 +116,7 @@ def test_aggregate_reports_both_intervals(three_seeds):
     # The seeds share episodes: the episode CI is over the seed-averaged episode accuracies.
     averaged = np.mean(np.stack(list(proto["episode_acc"])), axis=0) * 100
     assert agg.loc["protonet", "ci_source"] == "seed-averaged"
-    assert agg.loc["protonet", "ci95"] == pytest.approx(1.96 * averaged.std() / math.sqrt(60))
+    assert agg.loc["protonet", "ci95"] == pytest.approx(t95(59) * averaged.std(ddof=1) / math.sqrt(60))
 
 
 def test_table_shows_the_seed_interval_beside_the_episode_interval(three_seeds):
@@ -162,10 +162,10 @@ def test_cli_report_prints_the_seed_level_paired_table(three_seeds, capsys):
 
 def test_compare_tests_across_seeds_when_both_sides_have_several(three_seeds, tmp_path):
     new = tmp_path / "new"
-    for seed in range(3):  # finetune loses ~8 points on every seed, same episodes
+    for seed in range(3):  # finetune loses 7-9 points on every seed, same episodes
         make_run(new, "protonet", accs([0.50, 0.52, 0.49][seed], seed=10 + seed), seed=seed,
                  episode_seed=0)
-        make_run(new, "finetune", accs([0.47, 0.50, 0.48][seed], seed=20 + seed), seed=seed,
+        make_run(new, "finetune", accs([0.47, 0.51, 0.47][seed], seed=20 + seed), seed=seed,
                  episode_seed=0)
     report = compare_runs(three_seeds, new)
     rows = {r.method: r for r in report.rows}
