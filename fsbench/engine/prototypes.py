@@ -20,7 +20,22 @@ def neg_sq_euclidean(query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
     return -(q2 - 2 * query @ protos.transpose(1, 2) + p2)
 
 
+#: The distances a nearest-centroid classifier can use: ``sq_euclidean`` (Snell et al.'s squared
+#: Euclidean distance) or ``euclidean`` (its square root, as ``torch.cdist``).
+METRICS: tuple[str, ...] = ("sq_euclidean", "euclidean")
+
+
 def nearest_centroid_logits(
-    support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, way: int
+    support: torch.Tensor,
+    support_y: torch.Tensor,
+    query: torch.Tensor,
+    way: int,
+    metric: str = "sq_euclidean",
 ) -> torch.Tensor:
-    return neg_sq_euclidean(query, prototypes(support, support_y, way))
+    """Logits [T, Q, way]: minus the ``metric`` distance of each query to each class mean."""
+    neg = neg_sq_euclidean(query, prototypes(support, support_y, way))
+    if metric == "euclidean":  # clamped: rounding can make a tiny squared distance negative
+        return -(-neg).clamp_min(1e-12).sqrt()
+    if metric != "sq_euclidean":
+        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    return neg

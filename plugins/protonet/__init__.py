@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from fsbench import hookimpl
 from fsbench.backbones import create_backbone, with_image_size
 from fsbench.config import EpisodicConfig, MethodPreset
-from fsbench.engine.prototypes import nearest_centroid_logits
+from fsbench.engine.prototypes import METRICS, nearest_centroid_logits
+from fsbench.errors import ConfigError
 from fsbench.hookspecs import MethodRecord
 from fsbench.method import Method, MethodContext, StepOutput
 
@@ -35,7 +36,9 @@ from fsbench.method import Method, MethodContext, StepOutput
 class ProtoNetHparams:
     lr: float = 1e-3
     lr_decay: float = 0.5  # multiply the learning rate by this ...
-    lr_decay_every: int = 2000  # ... every this many meta-batches
+    lr_decay_every: int = 2000  # ... every this many meta-batches (0: never)
+    #: The distance to the prototypes: ``sq_euclidean`` (Snell et al.) or ``euclidean``.
+    metric: str = "sq_euclidean"
     #: Runs with fewer shots than this pool the backbone's map globally instead of flattening it
     #: (``backbone_kwargs={"pool": "flatten"}``); 0: never. The ``quick`` preset sets 2: on a
     #: CPU schedule a flattened 1-shot embedding lost 2.79 ± 0.62 points to the pooled one (README).
@@ -55,17 +58,22 @@ class ProtoNet(Method):
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         hp: ProtoNetHparams = ctx.hparams
+        if hp.metric not in METRICS:
+            raise ConfigError(f"hparams.metric must be one of {', '.join(METRICS)}, got {hp.metric!r}")
+        if hp.lr_decay_every < 0:
+            raise ConfigError(f"hparams.lr_decay_every must be >= 0 (0: no decay), got {hp.lr_decay_every}")
         kwargs = with_image_size(embedding_kwargs(ctx.backbone_kwargs, ctx.shot, hp.pool_below_shot),
                                  ctx.image_shape)
         self.backbone = ctx.precision.prepare(create_backbone(ctx.backbone, **kwargs))
         self.optimizer = torch.optim.Adam(self.backbone.parameters(), lr=hp.lr)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, hp.lr_decay_every, hp.lr_decay)
+        if hp.lr_decay_every:
+            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, hp.lr_decay_every, hp.lr_decay)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.ctx.precision.forward(self.backbone, images)  # float32 features
 
     def classify(self, support, support_y, query, way):
-        return nearest_centroid_logits(support, support_y, query, way)
+        return nearest_centroid_logits(support, support_y, query, way, self.ctx.hparams.metric)
 
     def meta_train_step(self, support, support_y, query, query_y, way) -> StepOutput:
         logits = self.adapt_and_predict(support, support_y, query, way)
