@@ -139,9 +139,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if getattr(args, "suite", None):
         from fsbench.suite import run_suite
 
-        return run_suite(args)
+        run_suite(args.suite, args.output, args.cache_dir, args.data_root, show_progress=not args.quiet)
+        return 0
     if args.method is None:
-        raise FsbenchError("--method is required (or --suite ci); see `fsbench methods`")
+        raise FsbenchError("--method is required (or --suite ci|real); see `fsbench methods`")
     results = [run(run_config(args, seed), show_progress=not args.quiet)
                for seed in training_seeds(args)]
     print_summary([r.summary for r in results],
@@ -434,7 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="train (if needed) and evaluate one method", epilog=EXAMPLES + "\n" + ENVIRONMENT,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p_run, method_required=False)
-    p_run.add_argument("--suite", choices=["ci"], help="run a named suite instead of one method (ci: every method, smoke preset, synthetic data)")
+    from fsbench.suite import SUITES
+
+    p_run.add_argument("--suite", choices=list(SUITES),
+                       help="run a named suite instead of one method (the regression gate's runs; "
+                            "--output, --cache-dir and --data-root apply, other options do not): "
+                            + "; ".join(f"{s.name}: {s.help}" for s in SUITES.values()))
     p_run.add_argument("--plots", type=Path, metavar="DIR", help="also write validation-curve plots to DIR")
     p_run.set_defaults(func=cmd_run)
     p_pre = sub.add_parser("pretrain", help="pre-train (and cache) the backbone a method needs, alone")

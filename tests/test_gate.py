@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from fsbench.config import RunConfig
 from fsbench.report.compare import compare_runs
 from fsbench.runner import run
-from fsbench.suite import CI_DATASET
+from fsbench.suite import ci_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "reference" / "ci"
@@ -107,9 +107,8 @@ def test_a_broken_method_fails_the_gate_by_name(method, monkeypatch, tmp_path, c
     baseline = reference_run(method)
     breakage, overrides = BREAKAGES[method]
     breakage(monkeypatch)
-    cfg = RunConfig(method=method, dataset=CI_DATASET, preset="smoke", episodes=EPISODES, seed=0,
-                    device="cpu", output=tmp_path / "new", cache_dir=cache, overrides=overrides)
-    run(cfg, show_progress=False)
+    (cfg,) = [c for c in ci_configs(tmp_path / "new", cache) if c.method == method]
+    run(replace(cfg, episodes=EPISODES, overrides=overrides), show_progress=False)
     report = compare_runs(baseline, tmp_path / "new", time_floor=1e9)
     assert report.regressed_methods == [method], [r.reasons + r.notes for r in report.rows]
 

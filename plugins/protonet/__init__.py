@@ -102,6 +102,8 @@ PRESETS = {
                           "scripts/train/few_shot/run_train.py L50 (--train.learning_rate 0.001)",
             "hparams.lr_decay": f"{_SNELL}, Sec. 3.1 ('cut the learning rate in half every 2000 episodes')",
             "hparams.pool_below_shot": f"0: every shot flattens, {_SNELL}, Sec. 3.2",
+            "hparams.metric": f"{_SNELL}, Sec. 2.2 and Eq. 1 (squared Euclidean distance); {_CODE} "
+                              "protonets/models/utils.py L3-14 (euclidean_dist sums squared differences)",
             "hparams.lr_decay_every": f"{_SNELL}, Sec. 3.1 (2000 episodes); {_CODE} run_train.py L52 "
                                       "(--train.decay_every 20 epochs x L26 --data.train_episodes 100)",
             "episodic.train_way": f"{_SNELL}, Sec. 3.2 ('30-way episodes for 1-shot classification "
