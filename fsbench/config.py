@@ -21,7 +21,9 @@ from typing import Any
 from fsbench.errors import ConfigError
 
 PRESETS = ("paper", "quick", "smoke", "official_pytorch")  # the last: MTL only
-DATASETS = ("synthetic", "synthetic_easy", "miniimagenet", "fc100")
+# The same names as fsbench.data.registry.DATASETS (a test keeps them equal).
+DATASETS = ("synthetic", "synthetic_easy", "miniimagenet", "tieredimagenet", "fc100", "cifar_fs",
+            "cub", "folder")
 BUILT_IN = ("synthetic", "synthetic_easy")  # generated, no --data-root
 EVAL_SPLITS = ("test", "val")
 HT_FILL_RULES = ("confused", "random")
