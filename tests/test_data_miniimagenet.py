@@ -277,3 +277,26 @@ def test_real_val_split(tmp_path: Path) -> None:
     assert torch.equal(again.split("val").labels, val.labels)
     assert torch.equal(again.split("val").images[::997], val.images[::997])
     assert cached_s < decode_s
+
+
+@pytest.mark.realdata
+def test_real_folder_and_pickle_give_identical_tensors(tmp_path: Path) -> None:
+    """The real val split prepared from its folder, and from mini-imagenet-cache-val.pkl written
+    from it as Ren et al.'s script writes it, gives identical tensors (benchmarks/
+    prepare_miniimagenet.py; run it alone for train and val, with times and peak memory)."""
+    import json
+    import subprocess
+    import sys
+
+    root = SHARED_DATA / "miniimagenet"
+    if not (root / "val").is_dir():
+        pytest.skip(f"real miniImageNet not found at {root} (shared data is absent here)")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "prepare_miniimagenet.py"
+    proc = subprocess.run([sys.executable, str(script), "--data-root", str(root), "--splits", "val",
+                           "--work", str(tmp_path), "--json", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["equal"] == {"val": {"images": 9600, "identical": True}}
+    assert result["folder"]["kind"] == "folder-per-class layout"
+    assert result["pickle"]["kind"] == "mini-imagenet-cache pickles"
