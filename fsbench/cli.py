@@ -28,6 +28,8 @@ examples:
   fsbench run --method mtl_ht                       built-in synthetic data, a few CPU minutes
   fsbench run --method protonet --dataset miniimagenet --data-root DIR --shot 5 --eval-split val
   fsbench run --method maml --dataset fc100 --data-root DIR/cifar-100-python --shot 5
+  fsbench run --method protonet --dataset miniimagenet --data-root ILSVRC2012_img_train.tar \
+      --eval-dataset cub --eval-data-root CUB_200_2011.tgz     cross-domain: train mini, test CUB
   fsbench methods                                   methods, their plugin and presets
   fsbench datasets                                  datasets: what to download, splits, prepared?
   fsbench data prepare tieredimagenet --source ILSVRC2012_img_train.tar   decode once into the cache
@@ -89,6 +91,10 @@ def add_run_arguments(p: argparse.ArgumentParser, method_required: bool = True) 
                         "(under a minute); default: paper on real data, quick on synthetic")
     p.add_argument("--eval-split", default="test", choices=EVAL_SPLITS,
                    help="split the test episodes come from (default test; use val while developing)")
+    p.add_argument("--eval-dataset", choices=DATASETS,
+                   help="cross-domain: draw the test episodes from this dataset's --eval-split "
+                        "(e.g. train on miniimagenet, test on cub); default: --dataset")
+    p.add_argument("--eval-data-root", type=Path, help="the --eval-dataset's archive or folder")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto (bf16 autocast + channels_last on CUDA and on CPUs with native bf16, "
@@ -130,7 +136,7 @@ def run_config(args: argparse.Namespace, seed: int | None = None) -> RunConfig:
         precision=args.precision, output=args.output,
         hard_tasks=args.hard_tasks, ht_every=args.ht_every, ht_count=args.ht_count,
         ht_fill=args.ht_fill, ht_mode=args.ht_mode, resume=args.resume, cache_dir=args.cache_dir,
-        overrides=overrides,
+        overrides=overrides, eval_dataset=args.eval_dataset, eval_data_root=args.eval_data_root,
     )
 
 

@@ -11,7 +11,7 @@ Images may be in any format Pillow reads (jpg, png, bmp, gif, webp, tif, ppm; by
 size and mode: each is converted to RGB and resized, whole, to ``image_size`` x ``image_size``
 (default 84; aspect ratio not kept) with the area filter. Classes are labelled in name order
 within a split, images taken in file-name order; the mean and std are computed from the train
-split. A run (``--dataset folder --data-root ROOT``) uses the entry prepared from ``ROOT`` whatever
+split (from every image when there is none: a dataset only evaluated on, ``--eval-dataset``). A run (``--dataset folder --data-root ROOT``) uses the entry prepared from ``ROOT`` whatever
 its image size (``fsbench data prepare folder --source ROOT --image-size 64``), else prepares it
 at 84.
 """

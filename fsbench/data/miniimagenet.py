@@ -188,7 +188,8 @@ def source(root: Path, *, splits: Sequence[str] | None = None,
     layout = _find_layout(root) if root.is_dir() else None
     if layout is None:
         what = _describe_root(root)
-        raise DataError(f"no miniImageNet source found at {root}: expected {LAYOUT_HELP}; found: {what}")
+        raise DataError(f"no miniImageNet source (archive or image layout) found at {root}: expected "
+                        f"{LAYOUT_HELP}; found: {what}")
     kind, data_root, present = layout
     if splits is not None:
         missing = [s for s in splits if s not in present]

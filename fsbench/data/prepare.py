@@ -147,11 +147,8 @@ def _meta(source: Source, plan: Plan, records: dict[str, dict[str, Any]], second
         stats.setdefault(key.split("/", 1)[0], DecodeStats()).add(DecodeStats.from_json(rec["stats"]))
         checksums.update(rec["checksums"])
     mean, std = source.mean, source.std
-    if mean is None or std is None:
-        train = [rec["sums"] for key, rec in records.items() if key.startswith("train/")]
-        if not train:
-            raise DataError(f"{source.dataset}: no train split to compute the mean and std from")
-        mean, std = _mean_std(train)
+    if mean is None or std is None:  # from the train split; an evaluation-only dataset: all
+        mean, std = _mean_std([rec["sums"] for rec in records.values() if rec["sums"] is not None])
     sizes = ", ".join(f"{s} {len(cs)} classes / {sum(c.count for c in cs)} images"
                       for s, cs in plan.splits.items())
     notes = [f"{source.dataset}: {source.kind} at {source.root} ({sizes})", *plan.notes]
@@ -167,9 +164,10 @@ def _meta(source: Source, plan: Plan, records: dict[str, dict[str, Any]], second
     }
 
 
-def _record(item: ClassImages) -> dict[str, Any]:
+def _record(item: ClassImages, has_train: bool) -> dict[str, Any]:
     rec: dict[str, Any] = {"checksums": item.checksums, "stats": item.stats.to_json()}
-    rec["sums"] = channel_sums(item.images) if item.split == "train" else None
+    counted = item.split == "train" or not has_train  # what the mean and std are computed from
+    rec["sums"] = channel_sums(item.images) if counted else None
     return rec
 
 
@@ -192,7 +190,7 @@ def build_entry(source: Source, cache_dir: Path, progress: bool = True) -> Entry
                  len(partial.offsets))
 
     def write(item: ClassImages) -> None:
-        partial.write_class(item.split, item.name, item.images, _record(item))
+        partial.write_class(item.split, item.name, item.images, _record(item, "train" in plan.splits))
 
     _run(plan, done, write, f"preparing {source.dataset}", progress)
     return partial.commit(_meta(source, plan, partial.done, time.perf_counter() - began))
@@ -237,7 +235,7 @@ def in_memory(source: Source, progress: bool = True) -> FewShotDataset:
     def write(item: ClassImages) -> None:
         start = offsets[(item.split, item.name)]
         arrays[item.split][start:start + len(item.images)] = item.images
-        records[f"{item.split}/{item.name}"] = _record(item)
+        records[f"{item.split}/{item.name}"] = _record(item, "train" in plan.splits)
 
     _run(plan, (), write, f"decoding {source.dataset}", progress)
     meta = _meta(source, plan, records, 0.0)
