@@ -20,6 +20,7 @@ from fsbench.config import (
     load_config_file,
     parse_set,
 )
+from fsbench.data.commands import add_data_parsers
 from fsbench.errors import DivergenceError, FsbenchError, PluginError
 from fsbench.sweep.cli import add_sweep_arguments
 
@@ -412,50 +413,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def add_data_parsers(subparsers: Any) -> None:
-    """``fsbench datasets`` and ``fsbench data prepare`` (their logic: fsbench.data.commands)."""
-    from fsbench.data.registry import DATASETS as KNOWN
-
-    cache_help = "cache root; datasets go to DIR/datasets (default $FSBENCH_CACHE or ~/.cache/fsbench)"
-    p_list = subparsers.add_parser("datasets", help="list the datasets: what to download, splits, whether prepared")
-    p_list.add_argument("--cache-dir", type=Path, help=cache_help)
-    p_list.set_defaults(func=cmd_datasets)
-    p_data = subparsers.add_parser("data", help="dataset preparation")
-    data_sub = p_data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
-    p_prep = data_sub.add_parser(
-        "prepare", help="decode a dataset once from its archive into the cache (resumable)",
-        description="Decode dataset NAME from --source (an archive or folder) into the memory-mapped "
-                    "cache, class by class; re-running resumes an interrupted preparation.")
-    p_prep.add_argument("name", choices=[n for n, d in KNOWN.items() if d.source is not None],
-                        metavar="NAME", help="dataset (see `fsbench datasets`)")
-    p_prep.add_argument("--source", type=Path, required=True, help="the archive or folder to read")
-    p_prep.add_argument("--cache-dir", type=Path, help=cache_help)
-    p_prep.add_argument("--image-size", type=_positive, help="image side in pixels (folder dataset; default 84)")
-    p_prep.add_argument("--quiet", action="store_true", help="no progress bar")
-    p_prep.set_defaults(func=cmd_data_prepare)
-
-
-def cmd_datasets(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from fsbench.data.cache import default_cache_dir
-    from fsbench.data.commands import datasets_table
-
-    Console(width=None if sys.stdout.isatty() else 200).print(
-        datasets_table(args.cache_dir or default_cache_dir()))
-    return 0
-
-
-def cmd_data_prepare(args: argparse.Namespace) -> int:
-    from fsbench.data.cache import default_cache_dir
-    from fsbench.data.commands import prepare_dataset
-
-    for line in prepare_dataset(args.name, args.source, args.cache_dir or default_cache_dir(),
-                                image_size=args.image_size, progress=not args.quiet):
-        print(line)
-    return 0
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``fsbench sweep``: plan, run on the executor, then ``fsbench report`` of the sweep's runs."""
     from fsbench.sweep.cli import execute_sweep
@@ -500,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_arguments(sub.add_parser("sweep", help="a grid of runs, planned and run in parallel")).set_defaults(func=cmd_sweep)
     add_report_parser(sub)
     add_compare_parser(sub)
-    add_data_parsers(sub)
+    add_data_parsers(sub, positive=_positive)
     return parser
 
 

@@ -214,13 +214,7 @@ class Run:
 
     def _execute(self, run_dir: Path) -> RunResult:
         cfg, preset = self.cfg, self.preset
-        if cfg.dataset in BUILT_IN:
-            console.print("[yellow]dataset: built-in synthetic data[/] (use --dataset and --data-root for real data)")
-        dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets", self.show_progress)
-        eval_data = self._eval_dataset(dataset)
-        notes = list(dict.fromkeys([*dataset.notes, *eval_data.notes]))
-        for note in notes:
-            console.print(f"[yellow]note:[/] {note}")
+        dataset, eval_data, notes = self._load_data()
         spec = EpisodeSpec(cfg.way, cfg.shot, cfg.query)
         eval_split = eval_data.split(cfg.eval_split)
         spec.check(eval_split, "eval")
@@ -297,19 +291,28 @@ class Run:
         (run_dir / CHECKPOINT).unlink(missing_ok=True)
         return RunResult(run_dir, summary, accs)
 
-    def _eval_dataset(self, dataset: FewShotDataset) -> FewShotDataset:
-        """The dataset the test episodes come from: ``dataset``, or --eval-dataset (cross-domain),
-        whose images are normalised as the training data's are."""
+    def _load_data(self) -> tuple[FewShotDataset, FewShotDataset, list[str]]:
+        """(training dataset, the dataset the test episodes come from, their notes, printed).
+
+        The second is the first, or --eval-dataset (cross-domain), whose images are normalised
+        as the training data's are.
+        """
         cfg = self.cfg
-        if cfg.eval_dataset is None:
-            return dataset
-        other = load_dataset(cfg.eval_dataset, cfg.eval_data_root, self.cache_dir / "datasets",
-                             self.show_progress)
-        if other.image_size != dataset.image_size:
-            raise ConfigError(f"--eval-dataset {cfg.eval_dataset} has {other.image_size}px images, "
-                              f"--dataset {cfg.dataset} {dataset.image_size}px: cross-domain "
-                              "evaluation needs one image size")
-        return other
+        if cfg.dataset in BUILT_IN:
+            console.print("[yellow]dataset: built-in synthetic data[/] (use --dataset and --data-root for real data)")
+        dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets", self.show_progress)
+        eval_data = dataset
+        if cfg.eval_dataset is not None:
+            eval_data = load_dataset(cfg.eval_dataset, cfg.eval_data_root, self.cache_dir / "datasets",
+                                     self.show_progress)
+            if eval_data.image_size != dataset.image_size:
+                raise ConfigError(f"--eval-dataset {cfg.eval_dataset} has {eval_data.image_size}px "
+                                  f"images, --dataset {cfg.dataset} {dataset.image_size}px: "
+                                  "cross-domain evaluation needs one image size")
+        notes = list(dict.fromkeys([*dataset.notes, *eval_data.notes]))
+        for note in notes:
+            console.print(f"[yellow]note:[/] {note}")
+        return dataset, eval_data, notes
 
     def pretrain(self, dataset: FewShotDataset | None = None) -> PretrainResult:
         """The pre-trained backbone this run's preset needs: from the cache, or trained now.

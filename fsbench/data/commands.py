@@ -1,15 +1,23 @@
-"""What ``fsbench datasets`` and ``fsbench data prepare`` do (the CLI only parses and calls)."""
+"""``fsbench datasets`` and ``fsbench data prepare``: their arguments and what they do.
+
+``fsbench.cli`` adds these parsers (:func:`add_data_parsers`), as it adds the sweep's; building
+them imports nothing heavy (the dataset names come from :mod:`fsbench.config`).
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
+from fsbench.config import BUILT_IN, DATASETS
 
-from . import registry
-from .cache import list_entries
-from .prepare import prepare_entry
+if TYPE_CHECKING:
+    from rich.table import Table
+
+CACHE_HELP = "cache root; datasets go to DIR/datasets (default $FSBENCH_CACHE or ~/.cache/fsbench)"
 
 
 def datasets_dir(cache_dir: Path) -> Path:
@@ -18,6 +26,8 @@ def datasets_dir(cache_dir: Path) -> Path:
 
 
 def _status(entries: list[tuple[str, dict[str, Any], bool]], name: str) -> str:
+    from . import registry
+
     lines = []
     for _, data, complete in entries:
         if complete and data.get("dataset") == name:
@@ -33,22 +43,31 @@ def _status(entries: list[tuple[str, dict[str, Any], bool]], name: str) -> str:
 
 def datasets_table(cache_dir: Path) -> Table:
     """Every dataset: what to download and from where, its splits, and whether it is prepared."""
+    from rich.table import Table
+
+    from . import registry
+    from .cache import list_entries
+
     entries = list_entries(datasets_dir(cache_dir))
     table = Table(title=f"fsbench datasets (prepared under {datasets_dir(cache_dir)})")
-    table.add_column("dataset", no_wrap=True)
+    table.add_column("dataset", max_width=34)
     table.add_column("classes\ntrain/val/test", no_wrap=True)
     table.add_column("image", no_wrap=True)
     table.add_column("needs (where from)", overflow="fold")
     table.add_column("prepared", overflow="fold")
     for name, d in registry.DATASETS.items():
         needs = d.archive if d.source is None else f"{d.archive}\n[dim]{d.where}[/]"
-        table.add_row(name, d.classes, d.image_size, needs, _status(entries, name))
+        table.add_row(f"[bold]{name}[/]\n[dim]{d.description}[/]", d.classes, d.image_size, needs,
+                      _status(entries, name))
     return table
 
 
 def prepare_dataset(name: str, source_path: Path, cache_dir: Path, *, image_size: int | None = None,
                     progress: bool = True) -> list[str]:
     """Prepare dataset ``name`` from ``source_path`` under ``cache_dir``; lines that report it."""
+    from . import registry
+    from .prepare import prepare_entry
+
     source = registry.source(name, Path(source_path), image_size=image_size)
     entry, built = prepare_entry(source, datasets_dir(cache_dir), progress)
     meta = entry.meta
@@ -61,3 +80,44 @@ def prepare_dataset(name: str, source_path: Path, cache_dir: Path, *, image_size
             f"cache entry: {entry.path} (sha256 of {len(meta['checksums'])} source file(s) and "
             "archive(s) in its meta.json)",
             *(f"note: {n}" for n in meta["notes"][1:])]
+
+
+def add_data_parsers(subparsers: Any, positive: Callable[[str], int]) -> None:
+    """The ``datasets`` and ``data prepare`` commands (``positive`` parses a positive integer)."""
+    p_list = subparsers.add_parser(
+        "datasets", help="list the datasets: what to download, splits, whether prepared")
+    p_list.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    p_list.set_defaults(func=cmd_datasets)
+    p_data = subparsers.add_parser("data", help="dataset preparation")
+    data_sub = p_data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    p_prep = data_sub.add_parser(
+        "prepare", help="decode a dataset once from its archive into the cache (resumable)",
+        description="Decode dataset NAME from --source (an archive or folder) into the memory-mapped "
+                    "cache, class by class; re-running resumes an interrupted preparation.")
+    p_prep.add_argument("name", metavar="NAME", help="dataset (see `fsbench datasets`)",
+                        choices=[n for n in DATASETS if n not in BUILT_IN])
+    p_prep.add_argument("--source", type=Path, required=True, help="the archive or folder to read")
+    p_prep.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    p_prep.add_argument("--image-size", type=positive,
+                        help="image side in pixels (folder dataset; default 84)")
+    p_prep.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_prep.set_defaults(func=cmd_data_prepare)
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .cache import default_cache_dir
+
+    Console(width=None if sys.stdout.isatty() else 200).print(
+        datasets_table(args.cache_dir or default_cache_dir()))
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from .cache import default_cache_dir
+
+    for line in prepare_dataset(args.name, args.source, args.cache_dir or default_cache_dir(),
+                                image_size=args.image_size, progress=not args.quiet):
+        print(line)
+    return 0

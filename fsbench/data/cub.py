@@ -203,7 +203,8 @@ def source(root: Path, *, split_dir: Path | None = None) -> Source:
     found = find_cub(root)
     files = {s: (SPLIT_DIR if split_dir is None else Path(split_dir)) / f"{s}.json" for s in SPLITS}
     names = {s: read_split(p) for s, p in files.items()}
-    inputs = [found] if found.is_file() else [found / n for n in LISTS]
+    inputs = [found] if found.is_file() else [  # the folder: its lists and every image
+        *(found / n for n in LISTS), *(p for p in (found / "images").rglob("*") if p.is_file())]
     fp = (f"{fingerprint_files(inputs, root=found.parent)};"
           f"{digest_lines(json.dumps(names[s]) for s in SPLITS)};decode=v{DECODE_VERSION}")
 

@@ -57,8 +57,6 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
                 "your own", "yours", "84 or --image-size", folder.source),
 )}
 
-BUILT_IN = tuple(name for name, d in DATASETS.items() if d.source is None)
-
 
 def info(name: str) -> DatasetInfo:
     try:
