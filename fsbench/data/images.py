@@ -82,14 +82,13 @@ class DecodeStats:
         return out
 
 
-def decode_image(source: ImageSource, name: str, size: int, resample: str = "bicubic"
+def decode_image(data: bytes, name: str, size: int, resample: str = "bicubic"
                  ) -> tuple[np.ndarray, str | None, tuple[int, int] | None]:
-    """One image -> (uint8 3 x size x size, source mode if converted, source (w, h) if resized).
-
-    ``name`` is what an error names (a path, or ``archive:member``).
+    """One image's bytes -> (uint8 3 x size x size, source mode if converted, source (w, h) if
+    resized). ``name`` is what an error names (a path, or ``archive:member``).
     """
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             converted = None
             if im.mode != "RGB":
