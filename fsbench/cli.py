@@ -20,6 +20,7 @@ from fsbench.config import (
     load_config_file,
     parse_set,
 )
+from fsbench.data.commands import add_data_parsers
 from fsbench.errors import DivergenceError, FsbenchError, PluginError
 from fsbench.sweep.cli import add_sweep_arguments
 
@@ -28,7 +29,11 @@ examples:
   fsbench run --method mtl_ht                       built-in synthetic data, a few CPU minutes
   fsbench run --method protonet --dataset miniimagenet --data-root DIR --shot 5 --eval-split val
   fsbench run --method maml --dataset fc100 --data-root DIR/cifar-100-python --shot 5
+  fsbench run --method protonet --dataset miniimagenet --data-root ILSVRC2012_img_train.tar \
+      --eval-dataset cub --eval-data-root CUB_200_2011.tgz     cross-domain: train mini, test CUB
   fsbench methods                                   methods, their plugin and presets
+  fsbench datasets                                  datasets: what to download, splits, prepared?
+  fsbench data prepare tieredimagenet --source ILSVRC2012_img_train.tar   decode once into the cache
   fsbench report results/ --ablation                the paper's tables, mean +- 95% CI
   fsbench compare reference/ci results/new          non-zero exit on a regression
 """
@@ -70,7 +75,7 @@ def add_run_arguments(p: argparse.ArgumentParser, method_required: bool = True) 
     p.add_argument("--method", required=method_required, help="method name (see `fsbench methods`)")
     p.add_argument("--dataset", default="synthetic", choices=DATASETS,
                    help="dataset (default: synthetic, built in; real datasets need --data-root)")
-    p.add_argument("--data-root", type=Path, help="dataset directory (miniImageNet folders/CSV, or cifar-100-python)")
+    p.add_argument("--data-root", type=Path, help="the dataset's archive or folder (see `fsbench datasets`); prepared into the cache on first use")
     p.add_argument("--backbone", help="backbone: conv4, conv4_32, resnet12, resnet12_mtl, resnet12_tiny or any timm model (default: the preset's)")
     p.add_argument("--way", type=_positive, default=5, help="classes per episode (default 5)")
     p.add_argument("--shot", type=_positive, default=1, help="support images per class (default 1)")
@@ -87,6 +92,10 @@ def add_run_arguments(p: argparse.ArgumentParser, method_required: bool = True) 
                         "(under a minute); default: paper on real data, quick on synthetic")
     p.add_argument("--eval-split", default="test", choices=EVAL_SPLITS,
                    help="split the test episodes come from (default test; use val while developing)")
+    p.add_argument("--eval-dataset", choices=DATASETS,
+                   help="cross-domain: draw the test episodes from this dataset's --eval-split "
+                        "(e.g. train on miniimagenet, test on cub); default: --dataset")
+    p.add_argument("--eval-data-root", type=Path, help="the --eval-dataset's archive or folder")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto (bf16 autocast + channels_last on CUDA and on CPUs with native bf16, "
@@ -128,7 +137,7 @@ def run_config(args: argparse.Namespace, seed: int | None = None) -> RunConfig:
         precision=args.precision, output=args.output,
         hard_tasks=args.hard_tasks, ht_every=args.ht_every, ht_count=args.ht_count,
         ht_fill=args.ht_fill, ht_mode=args.ht_mode, resume=args.resume, cache_dir=args.cache_dir,
-        overrides=overrides,
+        overrides=overrides, eval_dataset=args.eval_dataset, eval_data_root=args.eval_data_root,
     )
 
 
@@ -454,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_arguments(sub.add_parser("sweep", help="a grid of runs, planned and run in parallel")).set_defaults(func=cmd_sweep)
     add_report_parser(sub)
     add_compare_parser(sub)
+    add_data_parsers(sub, positive=_positive)
     return parser
 
 

@@ -21,7 +21,9 @@ from typing import Any
 from fsbench.errors import ConfigError
 
 PRESETS = ("paper", "quick", "smoke", "official_pytorch")  # the last: MTL only
-DATASETS = ("synthetic", "synthetic_easy", "miniimagenet", "fc100")
+# The same names as fsbench.data.registry.DATASETS (a test keeps them equal).
+DATASETS = ("synthetic", "synthetic_easy", "miniimagenet", "tieredimagenet", "fc100", "cifar_fs",
+            "cub", "folder")
 BUILT_IN = ("synthetic", "synthetic_easy")  # generated, no --data-root
 EVAL_SPLITS = ("test", "val")
 HT_FILL_RULES = ("confused", "random")
@@ -133,6 +135,9 @@ class RunConfig:
     resume: bool = False
     cache_dir: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # from --config / --set
+    # Cross-domain: test episodes from another dataset (e.g. train miniimagenet, test cub).
+    eval_dataset: str | None = None
+    eval_data_root: Path | None = None
 
     def resolved_preset(self) -> str:
         if self.preset is not None:
@@ -148,6 +153,12 @@ class RunConfig:
             raise ConfigError(f"--eval-split must be test or val, got {self.eval_split!r}")
         if self.dataset not in BUILT_IN and self.data_root is None:
             raise ConfigError(f"--data-root is required for dataset {self.dataset!r}")
+        if self.eval_dataset is not None and self.eval_dataset not in DATASETS:
+            raise ConfigError(f"unknown --eval-dataset {self.eval_dataset!r}; choose from {', '.join(DATASETS)}")
+        if self.eval_dataset is None and self.eval_data_root is not None:
+            raise ConfigError("--eval-data-root needs --eval-dataset")
+        if self.eval_dataset not in (None, *BUILT_IN) and self.eval_data_root is None:
+            raise ConfigError(f"--eval-data-root is required for --eval-dataset {self.eval_dataset!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.episodes < 2:

@@ -147,15 +147,24 @@ class Run:
         """A hash of everything that determines the results (not where they go or the device)."""
         ident = dict(self.resolved)
         ident["run"] = {k: v for k, v in ident["run"].items()
-                        if k not in ("output", "resume", "device", "cache_dir", "data_root", "precision")}
+                        if k not in ("output", "resume", "device", "cache_dir", "data_root", "precision",
+                                     "eval_data_root")
+                        and not (k == "eval_dataset" and v is None)}  # same-domain names unchanged
         if self.precision.dtype != "fp32":  # fp32 runs keep the names they had before --precision
             ident["precision"] = self.precision.dtype
         return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
 
     @property
+    def dataset_label(self) -> str:
+        """What the run is evaluated on: ``miniimagenet``, or ``miniimagenet->cub`` (cross-domain)."""
+        c = self.cfg
+        return c.dataset if c.eval_dataset is None else f"{c.dataset}->{c.eval_dataset}"
+
+    @property
     def name(self) -> str:
         c = self.cfg
-        return (f"{c.method}_{c.dataset}_{self.preset.backbone}_{c.way}w{c.shot}s_"
+        data = c.dataset if c.eval_dataset is None else f"{c.dataset}-to-{c.eval_dataset}"
+        return (f"{c.method}_{data}_{self.preset.backbone}_{c.way}w{c.shot}s_"
                 f"{self.preset_name}_{c.eval_split}_s{c.seed}_e{c.episode_seed}_{self.key}")
 
     def claim_dir(self) -> tuple[Path, filelock.BaseFileLock]:
@@ -205,13 +214,9 @@ class Run:
 
     def _execute(self, run_dir: Path) -> RunResult:
         cfg, preset = self.cfg, self.preset
-        if cfg.dataset in BUILT_IN:
-            console.print("[yellow]dataset: built-in synthetic data[/] (use --dataset and --data-root for real data)")
-        dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets", self.show_progress)
-        for note in dataset.notes:
-            console.print(f"[yellow]note:[/] {note}")
+        dataset, eval_data, notes = self._load_data()
         spec = EpisodeSpec(cfg.way, cfg.shot, cfg.query)
-        eval_split = dataset.split(cfg.eval_split)
+        eval_split = eval_data.split(cfg.eval_split)
         spec.check(eval_split, "eval")
         train_split = dataset.split("train")
         if preset.episodic is not None:
@@ -223,7 +228,7 @@ class Run:
             **self.resolved, "run_name": run_dir.name, "device": str(self.device),
             "precision": self.precision.label, "channels_last": self.precision.channels_last,
             "allocator": self.allocator, "versions": versions(), "git_commit": git_commit(),
-            "dataset_notes": list(dataset.notes),
+            "dataset_notes": notes,
         })
         torch.manual_seed(cfg.seed)
         dataset = dataset.resident(self.device)  # on a GPU: moved there once (miniImageNet 1.3 GB)
@@ -244,7 +249,7 @@ class Run:
             ))
             history += train_log.history
         # Test episodes depend on the episode seed only: every training seed sees the same ones.
-        sampler = EpisodeSampler(eval_split, spec, cfg.episode_seed, dataset.name, stream="eval")
+        sampler = EpisodeSampler(eval_split, spec, cfg.episode_seed, eval_data.name, stream="eval")
         episodes = sampler.batch(range(cfg.episodes))  # drawn once: evaluated and fingerprinted
         began = time.perf_counter()
         with bar(f"evaluate ({cfg.eval_split})", cfg.episodes, self.show_progress) as progress:
@@ -254,7 +259,8 @@ class Run:
         eval_seconds = time.perf_counter() - began
         acc, ci = mean_ci95(accs.numpy() * 100)
         summary = {
-            "run_id": run_dir.name, "method": cfg.method, "dataset": dataset.name,
+            "run_id": run_dir.name, "method": cfg.method, "dataset": self.dataset_label,
+            "train_dataset": dataset.name, "eval_dataset": eval_data.name,
             "backbone": preset.backbone, "way": cfg.way, "shot": cfg.shot, "query": cfg.query,
             "paper_backbone": (self.record.presets["paper"].backbone
                                if "paper" in self.record.presets else None),
@@ -284,6 +290,29 @@ class Run:
         atomic_write_json(run_dir / SUMMARY, summary)  # last: its presence marks the run finished
         (run_dir / CHECKPOINT).unlink(missing_ok=True)
         return RunResult(run_dir, summary, accs)
+
+    def _load_data(self) -> tuple[FewShotDataset, FewShotDataset, list[str]]:
+        """(training dataset, the dataset the test episodes come from, their notes, printed).
+
+        The second is the first, or --eval-dataset (cross-domain), whose images are normalised
+        as the training data's are.
+        """
+        cfg = self.cfg
+        if cfg.dataset in BUILT_IN:
+            console.print("[yellow]dataset: built-in synthetic data[/] (use --dataset and --data-root for real data)")
+        dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets", self.show_progress)
+        eval_data = dataset
+        if cfg.eval_dataset is not None:
+            eval_data = load_dataset(cfg.eval_dataset, cfg.eval_data_root, self.cache_dir / "datasets",
+                                     self.show_progress)
+            if eval_data.image_size != dataset.image_size:
+                raise ConfigError(f"--eval-dataset {cfg.eval_dataset} has {eval_data.image_size}px "
+                                  f"images, --dataset {cfg.dataset} {dataset.image_size}px: "
+                                  "cross-domain evaluation needs one image size")
+        notes = list(dict.fromkeys([*dataset.notes, *eval_data.notes]))
+        for note in notes:
+            console.print(f"[yellow]note:[/] {note}")
+        return dataset, eval_data, notes
 
     def pretrain(self, dataset: FewShotDataset | None = None) -> PretrainResult:
         """The pre-trained backbone this run's preset needs: from the cache, or trained now.

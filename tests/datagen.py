@@ -3,6 +3,7 @@
 Reusable by any test::
 
     from datagen import write_miniimagenet_folders, write_miniimagenet_csv, write_cifar100_python
+    from datagen import write_ilsvrc_train, write_ravi_csvs, write_mini_pickles, write_cub
 
 (``tests/`` is on ``sys.path`` under pytest's default rootdir-based import mode; otherwise import
 it as ``tests.datagen``.) Every writer is deterministic for a given ``seed`` and returns a
@@ -12,8 +13,11 @@ description of what it wrote.
 from __future__ import annotations
 
 import csv
+import io
+import json
 import pickle
 import struct
+import tarfile
 import types
 from pathlib import Path
 
@@ -170,6 +174,7 @@ def write_cifar100_python(
     bytes_keys: bool = True,
     protocol: int = 2,
     py2_style: bool = False,
+    fine_names: list[str] | None = None,
 ) -> Path:
     """Write ``root/cifar-100-python/{train,test,meta}`` in CIFAR-100's python-version format.
 
@@ -180,9 +185,9 @@ def write_cifar100_python(
     the original Python 2 files; ``bytes_keys=False`` writes ``str`` keys. ``py2_style`` writes
     the opcodes Python 2 wrote (see :class:`Py2StylePickler`) instead of ``pickle.dump``
     with ``protocol``. Fine class ``f``
-    belongs to superclass ``fine_to_coarse[f]`` (default :func:`fake_fine_to_coarse`); every
-    image's pixels encode its fine label in its first red value. Returns the
-    ``cifar-100-python`` folder.
+    belongs to superclass ``fine_to_coarse[f]`` (default :func:`fake_fine_to_coarse`) and is named
+    ``fine_names[f]`` (default ``fineNN``); every image's pixels encode its fine label in its
+    first red value. Returns the ``cifar-100-python`` folder.
     """
     f2c = fake_fine_to_coarse() if fine_to_coarse is None else list(fine_to_coarse)
     rng = np.random.default_rng(seed)
@@ -206,7 +211,7 @@ def write_cifar100_python(
         }
         _dump(d, out_dir / part, protocol, py2_style)
     meta = {
-        key("fine_label_names"): [key(f"fine{f:02d}") for f in range(100)],
+        key("fine_label_names"): [key(n) for n in (fine_names or [f"fine{f:02d}" for f in range(100)])],
         key("coarse_label_names"): [key(f"coarse{c:02d}") for c in range(20)],
     }
     _dump(meta, out_dir / "meta", protocol, py2_style)
@@ -226,3 +231,150 @@ def random_tasks(way: int, t: int = 2, shot: int = 1, query: int = 2, size: int 
     sy = torch.arange(way).repeat_interleave(shot).expand(t, -1)
     qy = torch.arange(way).repeat_interleave(query).expand(t, -1)
     return support, sy, query_x, qy
+
+
+# --------------------------------------------------------------------------- ILSVRC-2012 train
+
+
+def _jpeg_bytes(arr: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _add_bytes(tar, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 1_300_000_000
+    tar.addfile(info, io.BytesIO(data))
+
+
+def ilsvrc_numbers(rng: np.random.Generator, n: int) -> list[int]:
+    """``n`` distinct ILSVRC-like image numbers of 1 to 5 digits (so text and number order differ)."""
+    pool = np.concatenate([np.arange(1, 10), np.arange(10, 100), np.arange(100, 13000, 7)])
+    return sorted(int(x) for x in rng.choice(pool, size=n, replace=False))
+
+
+def write_ilsvrc_train(root: Path, classes: dict[str, int], form: str = "tar", seed: int = 0,
+                       sizes: tuple[tuple[int, int], ...] = ((120, 90), (100, 130), (96, 96)),
+                       truncate: tuple[str, ...] = ()) -> dict[str, list[int]]:
+    """ILSVRC-2012 train in one of its forms, for ``{wnid: image count}``:
+
+    * ``tar``: ``root/ILSVRC2012_img_train.tar`` holding ``<wnid>.tar`` per class, each holding
+      ``<wnid>_<number>.JPEG`` (flat, as in the real archive);
+    * ``tars``: ``root/<wnid>.tar`` (the outer tar extracted);
+    * ``folder``: ``root/train/<wnid>/<wnid>_<number>.JPEG`` (the fully extracted form).
+
+    Images are JPEGs of a few sizes (not 84x84, so they are resized). Members are written in a
+    shuffled order; the JPEGs named in ``truncate`` are cut to half their bytes (a well-formed
+    tar holding a truncated image). The same ``seed`` writes the same images in every form.
+    Returns ``{wnid: the class's image numbers, ascending}``.
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    numbers: dict[str, list[int]] = {}
+    outer = tarfile.open(root / "ILSVRC2012_img_train.tar", "w") if form == "tar" else None
+    for ci, (wnid, n) in enumerate(classes.items()):
+        numbers[wnid] = ilsvrc_numbers(rng, n)
+        order = rng.permutation(n)
+        blobs = {f"{wnid}_{numbers[wnid][k]}.JPEG":
+                 _jpeg_bytes(fake_image(rng, sizes[k % len(sizes)], ci)) for k in order}
+        blobs = {n: b[: len(b) // 2] if n in truncate else b for n, b in blobs.items()}
+        if form == "folder":
+            for name, data in blobs.items():
+                (root / "train" / wnid).mkdir(parents=True, exist_ok=True)
+                (root / "train" / wnid / name).write_bytes(data)
+            continue
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as inner:
+            for name, data in blobs.items():
+                _add_bytes(inner, name, data)
+        if outer is not None:
+            _add_bytes(outer, f"{wnid}.tar", buf.getvalue())
+        else:
+            (root / f"{wnid}.tar").write_bytes(buf.getvalue())
+    if outer is not None:
+        outer.close()
+    return numbers
+
+
+def write_ravi_csvs(folder: Path, ranks: dict[str, dict[str, list[int]]]) -> None:
+    """Ravi-format split files ``folder/{split}.csv``: ``filename,label`` rows
+    ``<wnid><rank, 8 digits>.jpg,<wnid>`` for ``{split: {wnid: [1-based ranks]}}``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, classes in ranks.items():
+        rows = ["filename,label"] + [f"{w}{r:08d}.jpg,{w}" for w, rs in classes.items() for r in rs]
+        (folder / f"{split}.csv").write_text("\n".join(rows) + "\n")
+
+
+def write_mini_pickles(folder: Path, splits: dict[str, dict[str, np.ndarray]], protocol: int = 4,
+                       py2_style: bool = False, shuffle_seed: int | None = 0) -> None:
+    """``folder/mini-imagenet-cache-{split}.pkl`` in Ren et al.'s format for
+    ``{split: {wnid: uint8 n x 84 x 84 x 3}}``: ``{"image_data": N x 84 x 84 x 3, "class_dict":
+    {wnid: [row indices]}}``. Rows are shuffled across classes (``shuffle_seed``; None keeps
+    class blocks) so the reader must follow ``class_dict``. ``py2_style`` writes the protocol-2
+    opcodes Python 2 wrote (keys then read back as bytes)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, classes in splits.items():
+        images = np.concatenate(list(classes.values()))
+        perm = (np.random.default_rng(shuffle_seed).permutation(len(images))
+                if shuffle_seed is not None else np.arange(len(images)))
+        where = np.argsort(perm)  # original row -> its row in the pickle
+        class_dict: dict[str, list[int]] = {}
+        start = 0
+        for w, a in classes.items():  # each class's rows listed in the class's own order
+            class_dict[w] = [int(where[i]) for i in range(start, start + len(a))]
+            start += len(a)
+        data = {"image_data": np.ascontiguousarray(images[perm]), "class_dict": class_dict}
+        _dump(data, folder / f"mini-imagenet-cache-{split}.pkl", protocol, py2_style)
+
+
+# --------------------------------------------------------------------------- CUB-200-2011
+
+
+def write_cub(root: Path, classes: list[str], per_class: int = 3, archive: bool = False,
+              seed: int = 0) -> Path:
+    """CUB-200-2011 as distributed: ``CUB_200_2011/{images.txt, image_class_labels.txt,
+    classes.txt, images/<class>/<Name>_<n>_<m>.jpg}`` (+ ``attributes.txt`` beside it, as in the
+    archive). Class ids follow ``classes`` order, image ids run over classes in order. With
+    ``archive``, writes ``root/CUB_200_2011.tgz`` instead and returns it; else the folder."""
+    rng = np.random.default_rng(seed)
+    files: dict[str, bytes] = {}
+    images, labels = [], []
+    for ci, cls in enumerate(classes, start=1):
+        stem = cls.split(".", 1)[-1].title()
+        for j in range(per_class):
+            rel = f"{cls}/{stem}_{1000 + 17 * j:04d}_{rng.integers(100, 800)}.jpg"
+            files[f"CUB_200_2011/images/{rel}"] = _jpeg_bytes(
+                fake_image(rng, (int(rng.integers(90, 200)), int(rng.integers(90, 200))), ci))
+            images.append(rel)
+            labels.append(ci)
+    files["CUB_200_2011/images.txt"] = "".join(f"{i} {p}\n" for i, p in enumerate(images, 1)).encode()
+    files["CUB_200_2011/image_class_labels.txt"] = "".join(
+        f"{i} {c}\n" for i, c in enumerate(labels, 1)).encode()
+    files["CUB_200_2011/classes.txt"] = "".join(f"{i} {c}\n" for i, c in enumerate(classes, 1)).encode()
+    files["attributes.txt"] = b"1 has_bill_shape::curved_(up_or_down)\n"
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if archive:
+        path = root / "CUB_200_2011.tgz"
+        with tarfile.open(path, "w:gz") as tar:
+            for name in sorted(files):  # images/ before the lists, as a directory walk gives
+                _add_bytes(tar, name, files[name])
+        return path
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root / "CUB_200_2011"
+
+
+def cifar100_fine_names() -> list[str]:
+    """CIFAR-100's 100 fine label names in label order (alphabetical, as ``meta`` lists them):
+    the union of the committed CIFAR-FS split files."""
+    split_dir = Path(__file__).resolve().parents[1] / "fsbench" / "data" / "splits" / "cifar_fs"
+    names = {c for s in ("train", "val", "test")
+             for _, c in json.loads((split_dir / f"{s}.json").read_text())}
+    return sorted(names)

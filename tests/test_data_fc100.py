@@ -1,4 +1,5 @@
-"""fsbench.data.fc100 on generated cifar-100-python files, and fsbench.data.safe_pickle."""
+"""fsbench.data.fc100 (and fsbench.data.cifar) on generated cifar-100-python files, and
+fsbench.data.safe_pickle."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from fsbench.data import fc100
+from fsbench.data import cifar, fc100
 from fsbench.data.base import DataError
-from fsbench.data.fc100 import COARSE_SPLITS, TEST_COARSE, TRAIN_COARSE, VAL_COARSE, load_fc100
+from fsbench.data.fc100 import COARSE_SPLITS, TEST_COARSE, TRAIN_COARSE, VAL_COARSE
+from fsbench.data.prepare import prepare
 from fsbench.data.safe_pickle import UnsafePickleError, safe_load
 
 try:
@@ -26,8 +28,12 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRAIN_N, TEST_N = 4, 2  # images per fine class in the fake train / test pickles
 
 
+def load_fc100(root: Path, cache_dir: Path | None, progress: bool = True):
+    return prepare(fc100.source(root), cache_dir, progress)
+
+
 @pytest.fixture
-def cifar(tmp_path: Path) -> Path:
+def cifar_root(tmp_path: Path) -> Path:
     """A fake CIFAR-100 python-version folder; returns the parent of cifar-100-python/."""
     write_cifar100_python(tmp_path / "data", per_class_train=TRAIN_N, per_class_test=TEST_N)
     return tmp_path / "data"
@@ -60,8 +66,8 @@ def test_split_constants_match_shared_split_file() -> None:
 # --------------------------------------------------------------------------- loading
 
 
-def test_split_sizes_and_labels(cifar: Path) -> None:
-    ds = load_fc100(cifar, cache_dir=None, progress=False)
+def test_split_sizes_and_labels(cifar_root: Path) -> None:
+    ds = load_fc100(cifar_root, cache_dir=None, progress=False)
     assert ds.name == "fc100"
     assert ds.mean == (129.3, 124.1, 112.4) and ds.std == (68.2, 65.4, 70.4)
     assert ds.image_size == 32
@@ -84,8 +90,8 @@ def test_split_sizes_and_labels(cifar: Path) -> None:
     assert any("split by superclass" in n for n in ds.notes)
 
 
-def test_root_may_be_the_cifar_folder_itself(cifar: Path) -> None:
-    ds = load_fc100(cifar / "cifar-100-python", cache_dir=None, progress=True)
+def test_root_may_be_the_cifar_folder_itself(cifar_root: Path) -> None:
+    ds = load_fc100(cifar_root / "cifar-100-python", cache_dir=None, progress=True)
     assert len(ds.split("val")) == 20 * (TRAIN_N + TEST_N)
 
 
@@ -129,48 +135,48 @@ def test_python2_style_pickles(tmp_path: Path) -> None:
     assert torch.bincount(ds.split("val").labels).tolist() == [3] * 20
 
 
-def test_cache_hit_and_invalidation(cifar: Path, tmp_path: Path, monkeypatch) -> None:
+def test_cache_hit_and_invalidation(cifar_root: Path, tmp_path: Path, monkeypatch) -> None:
     calls = []
-    real = fc100._build
-    monkeypatch.setattr(fc100, "_build", lambda d: calls.append(d) or real(d))
-    a = load_fc100(cifar, cache_dir=tmp_path / "c", progress=False)
-    b = load_fc100(cifar, cache_dir=tmp_path / "c", progress=False)
+    real = cifar.read_cifar
+    monkeypatch.setattr(cifar, "read_cifar", lambda d: calls.append(d) or real(d))
+    a = load_fc100(cifar_root, cache_dir=tmp_path / "c", progress=False)
+    b = load_fc100(cifar_root, cache_dir=tmp_path / "c", progress=False)
     assert len(calls) == 1
     for s in ("train", "val", "test"):
         assert torch.equal(a.split(s).images, b.split(s).images)
         assert a.split(s).class_names == b.split(s).class_names
     assert a.notes == b.notes
-    meta = cifar / "cifar-100-python" / "meta"
+    meta = cifar_root / "cifar-100-python" / "meta"
     st = meta.stat()
     os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns + 3_000_000_000))
-    load_fc100(cifar, cache_dir=tmp_path / "c", progress=False)
+    load_fc100(cifar_root, cache_dir=tmp_path / "c", progress=False)
     assert len(calls) == 2
 
 
 # --------------------------------------------------------------------------- errors
 
 
-def test_missing_files(tmp_path: Path, cifar: Path) -> None:
+def test_missing_files(tmp_path: Path, cifar_root: Path) -> None:
     with pytest.raises(DataError, match="not a folder"):
         load_fc100(tmp_path / "nowhere", cache_dir=None, progress=False)
-    (cifar / "cifar-100-python" / "meta").unlink()
+    (cifar_root / "cifar-100-python" / "meta").unlink()
     with pytest.raises(DataError, match=r"missing: .*cifar-100-python/meta"):
-        load_fc100(cifar, cache_dir=None, progress=False)
+        load_fc100(cifar_root, cache_dir=None, progress=False)
 
 
-def test_truncated_pickle(cifar: Path) -> None:
-    path = cifar / "cifar-100-python" / "train"
+def test_truncated_pickle(cifar_root: Path) -> None:
+    path = cifar_root / "cifar-100-python" / "train"
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(DataError) as err:
-        load_fc100(cifar, cache_dir=None, progress=False)
+        load_fc100(cifar_root, cache_dir=None, progress=False)
     assert str(path) in str(err.value) and "truncated" in str(err.value)
 
 
-def test_garbage_pickle(cifar: Path) -> None:
-    path = cifar / "cifar-100-python" / "test"
+def test_garbage_pickle(cifar_root: Path) -> None:
+    path = cifar_root / "cifar-100-python" / "test"
     path.write_bytes(b"this is not a pickle")
     with pytest.raises(DataError, match=f"{path}.*not a readable pickle"):
-        load_fc100(cifar, cache_dir=None, progress=False)
+        load_fc100(cifar_root, cache_dir=None, progress=False)
 
 
 def _rewrite(path: Path, edit) -> None:
@@ -196,17 +202,17 @@ def _rewrite(path: Path, edit) -> None:
     ],
     ids=["missing-key", "short-rows", "float-data", "short-labels", "bad-fine", "fine-coarse"],
 )
-def test_bad_contents(cifar: Path, edit, match: str) -> None:
-    _rewrite(cifar / "cifar-100-python" / "train", edit)
+def test_bad_contents(cifar_root: Path, edit, match: str) -> None:
+    _rewrite(cifar_root / "cifar-100-python" / "train", edit)
     with pytest.raises(DataError, match=match) as err:
-        load_fc100(cifar, cache_dir=None, progress=False)
+        load_fc100(cifar_root, cache_dir=None, progress=False)
     assert "\n" not in str(err.value)
 
 
-def test_bad_meta(cifar: Path) -> None:
-    _rewrite(cifar / "cifar-100-python" / "meta", lambda d: d[b"fine_label_names"].pop())
+def test_bad_meta(cifar_root: Path) -> None:
+    _rewrite(cifar_root / "cifar-100-python" / "meta", lambda d: d[b"fine_label_names"].pop())
     with pytest.raises(DataError, match="fine_label_names must list 100 names"):
-        load_fc100(cifar, cache_dir=None, progress=False)
+        load_fc100(cifar_root, cache_dir=None, progress=False)
 
 
 # --------------------------------------------------------------------------- safe_pickle
@@ -236,10 +242,10 @@ def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
     assert str(path) in str(err.value)
     assert not marker.exists()
     # the same file, loaded as CIFAR data, is a DataError too (UnsafePickleError subclasses it)
-    cifar = tmp_path / "cifar-100-python"
-    cifar.mkdir()
+    cifar_dir = tmp_path / "cifar-100-python"
+    cifar_dir.mkdir()
     for name in ("train", "test", "meta"):
-        (cifar / name).write_bytes(path.read_bytes())
+        (cifar_dir / name).write_bytes(path.read_bytes())
     with pytest.raises(DataError):
         load_fc100(tmp_path, cache_dir=None, progress=False)
     assert not marker.exists()

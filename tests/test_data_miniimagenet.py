@@ -1,4 +1,7 @@
-"""fsbench.data.miniimagenet on generated files in both layouts (+ the real val split if present)."""
+"""fsbench.data.miniimagenet on generated image folders in both layouts (+ the real val split if present).
+
+The ILSVRC-2012 and pickle sources are tested in test_data_ravi.py.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+from fsbench.data import images as image_codec
 from fsbench.data import miniimagenet as mini
 from fsbench.data.base import DataError
-from fsbench.data.miniimagenet import load_miniimagenet
+from fsbench.data.prepare import prepare
 
 try:
     from datagen import fake_image, write_miniimagenet_csv, write_miniimagenet_folders
@@ -24,16 +28,21 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SMALL = {"train": 3, "val": 2, "test": 2}
 
 
+def load_miniimagenet(root: Path, cache_dir: Path | None, progress: bool = True, *,
+                      splits: list[str] | None = None):
+    return prepare(mini.source(root, splits=splits), cache_dir, progress)
+
+
 @pytest.fixture
-def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    calls: list[Path] = []
-    real = mini._decode_image
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = image_codec.decode_image
 
-    def counting(path: Path):
-        calls.append(path)
-        return real(path)
+    def counting(source, name, *args):
+        calls.append(name)
+        return real(source, name, *args)
 
-    monkeypatch.setattr(mini, "_decode_image", counting)
+    monkeypatch.setattr(image_codec, "decode_image", counting)
     return calls
 
 
@@ -55,7 +64,7 @@ def test_folder_layout(tmp_path: Path) -> None:
     wnids = write_miniimagenet_folders(tmp_path / "mini", SMALL, per_class=4)
     ds = load_miniimagenet(tmp_path / "mini", cache_dir=None, progress=False)
     _check(ds, wnids, 4)
-    assert "folder per class" in ds.notes[0]
+    assert "folder-per-class layout" in ds.notes[0]
     # pixels are the decoded JPEG, in C x H x W order
     first = sorted((tmp_path / "mini" / "train" / wnids["train"][0]).iterdir())[0]
     ref = np.asarray(Image.open(first).convert("RGB")).transpose(2, 0, 1)
@@ -73,7 +82,7 @@ def test_folder_layout_partial_splits_and_parent_root(tmp_path: Path) -> None:
         ds.split("test")
 
 
-def test_only_requested_splits(tmp_path: Path, count_decodes: list[Path]) -> None:
+def test_only_requested_splits(tmp_path: Path, count_decodes: list[str]) -> None:
     write_miniimagenet_folders(tmp_path, SMALL, per_class=3)
     ds = load_miniimagenet(tmp_path, cache_dir=None, progress=False, splits=["val"])
     assert list(ds.splits) == ["val"]
@@ -96,6 +105,7 @@ def test_layout_detection_failure_names_both_layouts(tmp_path: Path) -> None:
         load_miniimagenet(tmp_path, cache_dir=None, progress=False)
     msg = str(err.value)
     assert "\n" not in msg
+    assert "ILSVRC2012_img_train.tar" in msg and "mini-imagenet-cache-" in msg  # archives
     assert "{train,val,test}/<wnid>/*.jpg" in msg  # folder layout
     assert "images/*.jpg" in msg and ".csv" in msg  # CSV layout
     assert "readme.txt" in msg and "stuff/" in msg  # what was found
@@ -130,7 +140,7 @@ def test_resize_and_mode_conversion_reported(tmp_path: Path) -> None:
     assert torch.equal(g[0], g[1]) and torch.equal(g[1], g[2])
 
 
-def test_notes_survive_the_cache(tmp_path: Path, count_decodes: list[Path]) -> None:
+def test_notes_survive_the_cache(tmp_path: Path, count_decodes: list[str]) -> None:
     wnids = write_miniimagenet_folders(tmp_path / "d", {"train": 2}, per_class=2)
     Image.fromarray(np.zeros((50, 50), np.uint8), "L").save(
         tmp_path / "d" / "train" / wnids["train"][1] / "small.png"
@@ -197,7 +207,7 @@ def test_csv_malformed_row(tmp_path: Path) -> None:
         load_miniimagenet(tmp_path, cache_dir=None, progress=False)
 
 
-def test_cache_hit_on_second_load(tmp_path: Path, count_decodes: list[Path]) -> None:
+def test_cache_hit_on_second_load(tmp_path: Path, count_decodes: list[str]) -> None:
     wnids = write_miniimagenet_folders(tmp_path / "d", {"train": 2, "val": 2}, per_class=3)
     first = load_miniimagenet(tmp_path / "d", cache_dir=tmp_path / "c", progress=False)
     assert len(count_decodes) == 12
@@ -207,10 +217,12 @@ def test_cache_hit_on_second_load(tmp_path: Path, count_decodes: list[Path]) -> 
     for s in ("train", "val"):
         assert torch.equal(first.split(s).images, second.split(s).images)
         assert torch.equal(first.split(s).labels, second.split(s).labels)
-    assert len(list((tmp_path / "c").glob("*.pt"))) == 2  # one entry per split
+    (entry,) = (p for p in (tmp_path / "c").iterdir() if p.is_dir())  # one entry, both splits
+    assert sorted(p.name for p in entry.glob("*.npy")) == [
+        "train.images.npy", "train.labels.npy", "val.images.npy", "val.labels.npy"]
 
 
-def test_cache_invalidated_when_a_source_changes(tmp_path: Path, count_decodes: list[Path]) -> None:
+def test_cache_invalidated_when_a_source_changes(tmp_path: Path, count_decodes: list[str]) -> None:
     wnids = write_miniimagenet_csv(tmp_path / "d", {"train": 2}, per_class=3)
     load_miniimagenet(tmp_path / "d", cache_dir=tmp_path / "c", progress=False)
     assert len(count_decodes) == 6
@@ -232,14 +244,16 @@ def test_cache_invalidated_when_a_source_changes(tmp_path: Path, count_decodes: 
     assert len(ds.split("train")) == 5
 
 
-def test_corrupt_cache_file_is_rebuilt(tmp_path: Path, count_decodes: list[Path]) -> None:
+def test_corrupt_cache_file_is_rebuilt(tmp_path: Path, count_decodes: list[str]) -> None:
     write_miniimagenet_folders(tmp_path / "d", {"train": 2}, per_class=3)
     first = load_miniimagenet(tmp_path / "d", cache_dir=tmp_path / "c", progress=False)
-    (pt,) = (tmp_path / "c").glob("*.pt")
-    pt.write_bytes(pt.read_bytes()[:1000])  # truncated cache file
+    expected = first.split("train").images.clone()
+    del first  # its memory map: reading a truncated mapped file is a bus error
+    (npy,) = (tmp_path / "c").glob("*/train.images.npy")
+    npy.write_bytes(npy.read_bytes()[:1000])  # truncated cache file
     again = load_miniimagenet(tmp_path / "d", cache_dir=tmp_path / "c", progress=False)
     assert len(count_decodes) == 12
-    assert torch.equal(first.split("train").images, again.split("train").images)
+    assert torch.equal(expected, again.split("train").images)
 
 
 @pytest.mark.realdata
@@ -263,3 +277,26 @@ def test_real_val_split(tmp_path: Path) -> None:
     assert torch.equal(again.split("val").labels, val.labels)
     assert torch.equal(again.split("val").images[::997], val.images[::997])
     assert cached_s < decode_s
+
+
+@pytest.mark.realdata
+def test_real_folder_and_pickle_give_identical_tensors(tmp_path: Path) -> None:
+    """The real val split prepared from its folder, and from mini-imagenet-cache-val.pkl written
+    from it as Ren et al.'s script writes it, gives identical tensors (benchmarks/
+    prepare_miniimagenet.py; run it alone for train and val, with times and peak memory)."""
+    import json
+    import subprocess
+    import sys
+
+    root = SHARED_DATA / "miniimagenet"
+    if not (root / "val").is_dir():
+        pytest.skip(f"real miniImageNet not found at {root} (shared data is absent here)")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "prepare_miniimagenet.py"
+    proc = subprocess.run([sys.executable, str(script), "--data-root", str(root), "--splits", "val",
+                           "--work", str(tmp_path), "--json", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["equal"] == {"val": {"images": 9600, "identical": True}}
+    assert result["folder"]["kind"] == "folder-per-class layout"
+    assert result["pickle"]["kind"] == "mini-imagenet-cache pickles"

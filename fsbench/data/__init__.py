@@ -1,19 +1,41 @@
-"""Dataset loading: ``load_dataset(name, root)`` for every dataset fsbench knows."""
+"""Dataset loading: ``load_dataset(name, root)`` for every dataset fsbench knows.
+
+A real dataset is prepared once (decoded into the memory-mapped cache under ``cache_dir``, see
+:mod:`fsbench.data.prepare`) from whatever source ``root`` holds, and read from there after.
+Importing this package is light (no torch, no Pillow): the command line builds its parsers from
+:mod:`fsbench.data.commands` without them; the containers load on first use.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from fsbench.data.base import SPLITS, DataError, FewShotDataset, Normalizer, Split
+if TYPE_CHECKING:
+    from fsbench.data.base import SPLITS, DataError, FewShotDataset, Normalizer, Split
 
 __all__ = ["SPLITS", "DataError", "FewShotDataset", "Normalizer", "Split", "load_dataset"]
 
 
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from fsbench.data import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def load_dataset(
-    name: str, root: Path | None = None, cache_dir: Path | None = None, progress: bool = True
+    name: str, root: Path | None = None, cache_dir: Path | None = None, progress: bool = True,
+    *, image_size: int | None = None,
 ) -> FewShotDataset:
-    """Load a dataset by name; real datasets read ``root`` and cache decoded splits."""
-    if name in ("synthetic", "synthetic_easy"):
+    """Load a dataset by name; a real dataset reads ``root`` and is prepared under ``cache_dir``
+    on first use (``cache_dir=None``: decoded into memory every time)."""
+    from fsbench.data import registry
+    from fsbench.data.base import DataError
+    from fsbench.data.prepare import prepare
+
+    if registry.info(name).source is None:  # built in (an unknown name: the error lists them)
         from fsbench.data.synthetic import load_synthetic
 
         return load_synthetic(name)
@@ -22,12 +44,4 @@ def load_dataset(
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError(f"data root {root} does not exist")
-    if name == "miniimagenet":
-        from fsbench.data.miniimagenet import load_miniimagenet
-
-        return load_miniimagenet(root, cache_dir, progress=progress)
-    if name == "fc100":
-        from fsbench.data.fc100 import load_fc100
-
-        return load_fc100(root, cache_dir, progress=progress)
-    raise DataError(f"unknown dataset {name!r}; choose from synthetic, synthetic_easy, miniimagenet, fc100")
+    return prepare(registry.source(name, root, image_size=image_size), cache_dir, progress)

@@ -1,45 +1,52 @@
-"""A disk cache of decoded splits.
+"""The dataset cache: every real dataset decoded once into uint8 arrays on disk, memory-mapped.
 
-Decoding 48,000 JPEGs takes seconds to minutes; a decoded split is a few plain tensors. Each cache
-entry is two files in the cache directory:
+A run uses ``<--cache-dir>/datasets``; one entry per (dataset, source path, options):
 
-* ``<key>.pt``   -- a ``torch.save`` dict of plain tensors, loaded with
-  ``torch.load(weights_only=True, mmap=True)`` so a large split is memory-mapped, not copied;
-* ``<key>.json`` -- the sidecar: format version, the source fingerprint, the names of the tensors,
-  the string lists (class names, notes) and the byte size of the ``.pt`` file.
+* ``<key>/`` -- a complete entry: ``meta.json`` (format version, the source fingerprint, class
+  names, notes, mean/std, the sha256 of every source file or archive read), and per split
+  ``<split>.images.npy`` (uint8 N x C x H x W) and ``<split>.labels.npy`` (int64 N), read with
+  ``numpy.load(mmap_mode="c")``: memory-mapped, never copied, private to the process;
+* ``<key>.partial/`` -- an entry being written: the same ``.npy`` image files, preallocated at their
+  full size, and ``progress.json`` (what is being built and which classes are written, each
+  with its checksums). Classes are written one at a time into their rows of the memory-mapped file
+  and flushed before ``progress.json`` records them, so a killed preparation resumes at the first
+  class not recorded. It becomes ``<key>/`` by one ``rename`` when every class is written: a
+  reader sees a complete entry or none;
+* ``<key>.lock`` -- a ``filelock.FileLock``: one process prepares, the others wait and reuse.
 
-The sidecar is the commit marker: it is removed before a rebuild and written last, so a crash
-between the two writes leaves an entry that is rebuilt, never a mixed one. Both files are written
-atomically (temporary file in the same directory, fsync, ``os.replace``), and a
-``filelock.FileLock`` on ``<key>.lock`` makes concurrent processes wait for one decode instead of
-each decoding. An entry whose fingerprint or format version differs, or that cannot be read, is
-rebuilt.
+An entry whose fingerprint or format differs, or that cannot be read, is prepared again; a
+partial entry whose header (dataset, fingerprint, classes and counts, image shape) differs is
+started afresh.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable
+import secrets
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
-from fsbench.atomic import atomic_write, atomic_write_text
+from fsbench.atomic import atomic_write, atomic_write_json
+
+from .base import DataError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ENV_VAR = "FSBENCH_CACHE"
-
-# What a build function returns and what load_or_build gives back.
-CacheValue = torch.Tensor | list[str]
-CacheDict = dict[str, CacheValue]
+META, PROGRESS = "meta.json", "progress.json"
+PARTIAL = ".partial"
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -65,151 +72,198 @@ def fingerprint_files(paths: Iterable[str | os.PathLike[str]], root: Path | None
         st = p.stat()
         name = p.relative_to(root).as_posix() if root is not None else p.as_posix()
         rows.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}")
-    rows.sort()
-    h = hashlib.sha256()
-    h.update(f"n={len(rows)}\n".encode())
+    return digest_lines(sorted(rows))
+
+
+def digest_lines(rows: Iterable[str]) -> str:
+    """sha256 of text rows (count first, one row a line)."""
+    rows = list(rows)
+    h = hashlib.sha256(f"n={len(rows)}\n".encode())
     for row in rows:
         h.update(row.encode("utf-8", "surrogateescape"))
         h.update(b"\n")
     return h.hexdigest()
 
 
-def _entry_paths(cache_dir: Path, key: str) -> tuple[Path, Path, Path]:
-    safe = _SAFE_KEY.sub("_", key).strip("._") or "entry"
-    return cache_dir / f"{safe}.pt", cache_dir / f"{safe}.json", cache_dir / f"{safe}.lock"
+def entry_key(*parts: str) -> str:
+    """A file-name-safe key from its parts (the dataset name first, then a hash of the rest)."""
+    tag = hashlib.sha256("\0".join(parts[1:]).encode("utf-8", "surrogateescape")).hexdigest()
+    return _SAFE_KEY.sub("_", f"{parts[0]}-{tag[:16]}").strip("._")
 
 
-def _check_built(key: str, built: object) -> CacheDict:
-    if not isinstance(built, dict) or not built:
-        raise TypeError(f"cache build for {key!r} must return a non-empty dict, got {type(built)}")
-    for name, value in built.items():
-        if not isinstance(name, str):
-            raise TypeError(f"cache build for {key!r}: key {name!r} is not a str")
-        if isinstance(value, torch.Tensor):
-            continue
-        if isinstance(value, (list, tuple)) and all(isinstance(s, str) for s in value):
-            continue
-        raise TypeError(
-            f"cache build for {key!r}: value {name!r} must be a tensor or a list of str, "
-            f"got {type(value).__name__}"
-        )
-    return built
+def acquire_lock(cache_dir: Path, key: str, timeout: float = 24 * 3600.0) -> FileLock:
+    """``<key>.lock``, acquired: one process prepares an entry, the others wait for it.
+
+    Raises ``OSError`` when the cache directory cannot be created or written.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(cache_dir / f"{key}.lock", timeout=timeout)
+    lock.acquire()
+    return lock
 
 
-def _try_load(pt_path: Path, json_path: Path, fingerprint: str) -> CacheDict | None:
-    """The cached entry, or None when it is absent, stale or unreadable."""
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A complete cache entry: its folder and its ``meta.json``."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    def split_arrays(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images uint8 N x C x H x W, labels int64 N), memory-mapped copy-on-write."""
+        images = np.load(self.path / f"{split}.images.npy", mmap_mode="c")
+        labels = np.load(self.path / f"{split}.labels.npy", mmap_mode="c")
+        return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def read_entry(path: Path) -> Entry | None:
+    """The entry at ``path``, or None when absent, of another format or inconsistent."""
     try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        log.warning("cache sidecar %s is unreadable (%s); rebuilding", json_path, exc)
+        log.warning("cache entry %s is unreadable (%s); preparing it again", path, exc)
         return None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        log.info("cache entry %s has another format version; rebuilding", json_path)
-        return None
-    if meta.get("fingerprint") != fingerprint:
-        log.info("cache entry %s is stale (source changed); rebuilding", json_path)
+        log.info("cache entry %s has another format; preparing it again", path)
         return None
     try:
-        if pt_path.stat().st_size != meta.get("pt_bytes"):
-            log.warning("cache file %s does not match its sidecar; rebuilding", pt_path)
-            return None
-        tensors = torch.load(pt_path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # corrupt/truncated zip, pickle errors, I/O errors: all mean rebuild
-        log.warning(
-            "cache file %s is unreadable (%s: %s); rebuilding", pt_path, type(exc).__name__, exc
-        )
+        for split, shape in meta["shapes"].items():
+            images = np.load(path / f"{split}.images.npy", mmap_mode="r")
+            labels = np.load(path / f"{split}.labels.npy", mmap_mode="r")
+            if list(images.shape) != shape or images.dtype != np.uint8 or labels.shape != (shape[0],):
+                raise ValueError(f"{split}: shape {images.shape} / {labels.shape}, meta says {shape}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("cache entry %s is inconsistent (%s); preparing it again", path, exc)
         return None
-    names = meta.get("tensors")
-    strings = meta.get("strings")
-    if (
-        not isinstance(tensors, dict)
-        or not isinstance(names, list)
-        or not isinstance(strings, dict)
-        or sorted(tensors) != sorted(names)
-        or not all(isinstance(t, torch.Tensor) for t in tensors.values())
-    ):
-        log.warning("cache entry %s is inconsistent; rebuilding", pt_path)
+    return Entry(path, meta)
+
+
+def find_entry(cache_dir: Path, key: str, fingerprint: str) -> Entry | None:
+    """The complete entry ``key`` when its fingerprint is ``fingerprint``, else None."""
+    entry = read_entry(cache_dir / key)
+    if entry is not None and entry.meta.get("fingerprint") != fingerprint:
+        log.info("cache entry %s is stale (its source changed); preparing it again", entry.path)
         return None
-    order = meta.get("order")
-    if not isinstance(order, list):
-        order = names + list(strings)
-    out: CacheDict = {}
-    for name in order:
-        if name in tensors:
-            out[name] = tensors[name]
-        elif name in strings:
-            out[name] = [str(s) for s in strings[name]]
+    return entry
+
+
+def list_entries(cache_dir: Path) -> list[tuple[str, dict[str, Any], bool]]:
+    """``(key, meta or progress header, complete)`` of every entry and partial entry in ``cache_dir``."""
+    out: list[tuple[str, dict[str, Any], bool]] = []
+    if not cache_dir.is_dir():
+        return out
+    for path in sorted(cache_dir.iterdir()):
+        if not path.is_dir():
+            continue
+        complete = not path.name.endswith(PARTIAL)
+        try:
+            data = json.loads((path / (META if complete else PROGRESS)).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            out.append((path.name.removesuffix(PARTIAL), data, complete))
     return out
 
 
-def _store(pt_path: Path, json_path: Path, key: str, fingerprint: str, built: CacheDict) -> None:
-    tensors: dict[str, torch.Tensor] = {}
-    strings: dict[str, list[str]] = {}
-    for name, value in built.items():
-        if isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            if t.untyped_storage().nbytes() != t.numel() * t.element_size():
-                t = t.clone()  # a view: save only its own elements, not the whole storage
-            tensors[name] = t
-        else:
-            strings[name] = list(value)
-    # The sidecar is the commit marker: drop it first so a crash mid-write means "rebuild".
-    with contextlib.suppress(FileNotFoundError):
-        json_path.unlink()
-    pt_bytes = atomic_write(pt_path, lambda f: torch.save(tensors, f))
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "key": key,
-        "fingerprint": fingerprint,
-        "pt_bytes": pt_bytes,
-        "tensors": list(tensors),
-        "strings": strings,
-        "order": list(built),
-    }
-    text = json.dumps(meta, indent=1)
-    atomic_write_text(json_path, text)
+# --------------------------------------------------------------------------- writing
 
 
-def load_or_build(
-    cache_dir: Path | None,
-    key: str,
-    fingerprint: str,
-    build: Callable[[], CacheDict],
-    *,
-    lock_timeout: float = 3600.0,
-) -> CacheDict:
-    """The cached dict for ``key`` when its fingerprint matches, else ``build()`` (then stored).
+class PartialEntry:
+    """An entry being written under ``<key>.partial``: preallocated image files, class by class.
 
-    ``build`` returns a dict of tensors and lists of str. Tensors come back memory-mapped on a
-    cache hit. ``cache_dir=None`` disables caching (``build`` runs every time). A cache directory
-    that cannot be written is reported once in the log and the build result is returned uncached.
+    ``header`` says what is built (dataset, fingerprint, image shape, split -> [[class, count]]);
+    :meth:`start` resumes a partial entry with the same header, else starts afresh.
     """
-    if cache_dir is None:
-        return _check_built(key, build())
-    cache_dir = Path(cache_dir).expanduser()
-    pt_path, json_path, lock_path = _entry_paths(cache_dir, key)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(lock_path, timeout=lock_timeout)
-        lock.acquire()
-    except (OSError, Timeout) as exc:
-        # Read-only or unusable cache directory: use an existing entry if there is one, else
-        # build without storing.
-        log.warning("cache directory %s is not usable (%s); not caching %s", cache_dir, exc, key)
-        hit = _try_load(pt_path, json_path, fingerprint)
-        return hit if hit is not None else _check_built(key, build())
-    try:
-        hit = _try_load(pt_path, json_path, fingerprint)
-        if hit is not None:
-            log.debug("cache hit %s", pt_path)
-            return hit
-        built = _check_built(key, build())
+
+    def __init__(self, cache_dir: Path, key: str, header: dict[str, Any]) -> None:
+        self.cache_dir, self.key, self.header = cache_dir, key, header
+        self.dir = cache_dir / f"{key}{PARTIAL}"
+        self.shape = tuple(header["image_shape"])
+        self.offsets: dict[tuple[str, str], tuple[int, int]] = {}
+        for split, classes in header["splits"].items():
+            start = 0
+            for name, count in classes:
+                self.offsets[(split, name)] = (start, count)
+                start += count
+        self.done: dict[str, dict[str, Any]] = {}
+
+    def _images_path(self, split: str) -> Path:
+        return self.dir / f"{split}.images.npy"
+
+    def start(self) -> dict[str, dict[str, Any]]:
+        """Resume (returns the records of the classes already written) or create the files."""
         try:
-            _store(pt_path, json_path, key, fingerprint, built)
-        except OSError as exc:  # disk full, permissions: the data is still good
-            log.warning("could not write cache entry %s (%s); continuing uncached", pt_path, exc)
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in built.items()}
-    finally:
-        lock.release()
+            progress = json.loads((self.dir / PROGRESS).read_text(encoding="utf-8"))
+            if progress.get("header") == self.header and all(
+                self._images_path(s).is_file() for s in self.header["splits"]
+            ):
+                self.done = dict(progress["done"])
+                return self.done
+        except (OSError, ValueError, AttributeError, KeyError):
+            pass
+        if self.dir.exists():
+            log.info("discarding partial cache entry %s (another source or version)", self.dir)
+            shutil.rmtree(self.dir)
+        totals = {s: sum(c for _, c in classes) for s, classes in self.header["splits"].items()}
+        need = sum(totals.values()) * int(np.prod(self.shape))
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.cache_dir).free
+        if need > free:
+            raise DataError(f"preparing {self.header['dataset']} needs {need / 1e9:.1f} GB in "
+                            f"{self.cache_dir}, which has {free / 1e9:.1f} GB free (--cache-dir)")
+        self.dir.mkdir()
+        for split, n in totals.items():  # sparse files of the full size, filled class by class
+            np.lib.format.open_memmap(self._images_path(split), mode="w+", dtype=np.uint8,
+                                      shape=(n, *self.shape)).flush()
+        self._save_progress()
+        return self.done
+
+    def _save_progress(self) -> None:
+        atomic_write_json(self.dir / PROGRESS, {"header": self.header, "done": self.done})
+
+    def write_class(self, split: str, name: str, images: np.ndarray, record: dict[str, Any]) -> None:
+        """Write one class's images into its rows, flush them, then record the class as done."""
+        start, count = self.offsets[(split, name)]
+        if images.shape != (count, *self.shape) or images.dtype != np.uint8:
+            raise DataError(f"{self.header['dataset']}/{split}: class {name} gave images of shape "
+                            f"{images.shape}, expected ({count}, {', '.join(map(str, self.shape))})")
+        # The whole file is mapped but only this class's pages are touched, then unmapped:
+        # resident memory stays one class, whatever the dataset's size.
+        rows = np.lib.format.open_memmap(self._images_path(split), mode="r+")
+        rows[start:start + count] = images
+        rows.flush()
+        del rows
+        self.done[f"{split}/{name}"] = record
+        self._save_progress()
+
+    def commit(self, meta: dict[str, Any]) -> Entry:
+        """Write labels and ``meta.json``, then rename the folder to ``<key>`` (atomic)."""
+        missing = [k for k in (f"{s}/{n}" for s, n in self.offsets) if k not in self.done]
+        if missing:
+            raise DataError(f"{self.header['dataset']}: class {missing[0]} was never written "
+                            f"({len(missing)} missing)")
+        shapes = {}
+        for split, classes in self.header["splits"].items():
+            labels = np.repeat(np.arange(len(classes), dtype=np.int64), [c for _, c in classes])
+            atomic_write(self.dir / f"{split}.labels.npy", lambda f, a=labels: np.save(f, a))
+            with self._images_path(split).open("rb+") as f:
+                os.fsync(f.fileno())
+            shapes[split] = [int(labels.shape[0]), *self.shape]
+        atomic_write_json(self.dir / META, {**meta, "format_version": FORMAT_VERSION,
+                                            "shapes": shapes})
+        final = self.cache_dir / self.key
+        if final.exists():  # a stale entry: moved aside first, so the rename below is atomic
+            stale = self.cache_dir / f".{self.key}.stale-{secrets.token_hex(4)}"
+            final.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        self.dir.rename(final)
+        (final / PROGRESS).unlink()
+        entry = read_entry(final)
+        if entry is None:  # pragma: no cover - only a concurrent deletion gets here
+            raise DataError(f"cache entry {final} vanished right after it was written")
+        return entry

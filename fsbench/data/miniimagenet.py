@@ -1,18 +1,21 @@
 """miniImageNet (Vinyals et al. 2016; Ravi & Larochelle 2017 split): 100 classes x 600, 84x84.
 
-Two on-disk layouts are accepted (detected automatically):
+Five sources are accepted (detected from the path given):
 
+* ILSVRC-2012's train set -- ``ILSVRC2012_img_train.tar``, a folder of its per-class tars, or the
+  extracted ``train/<wnid>/*.JPEG`` -- with Ravi & Larochelle's split CSVs committed in the package
+  (see :mod:`fsbench.data.ravi`: how a CSV row names an ILSVRC image, and the resize);
+* the ``mini-imagenet-cache-{train,val,test}.pkl`` files many projects ship (read with the
+  restricted unpickler, checked against the split CSVs; :mod:`fsbench.data.ravi`);
 * folder per class -- ``root/{train,val,test}/<wnid>/*.jpg`` (the layout the official MTL code
   reads); a split whose folder is absent is absent from the dataset;
 * Ravi CSV -- ``root/images/*.jpg`` plus ``root/{train,val,test}.csv`` with header
   ``filename,label`` (label = wnid).
 
-``root`` may also be a parent folder holding ``miniimagenet/`` (or ``mini-imagenet/``,
-``miniImageNet/``, ``mini_imagenet/``). Every image is decoded once with PIL (in a thread pool:
-Pillow releases the GIL while decoding, and threads write straight into the shared output tensor),
-converted to RGB and resized to 84x84 when needed; conversions and resizes are counted and
-reported in ``FewShotDataset.notes``. Each split is cached as uint8 N x 3 x 84 x 84 via
-:mod:`fsbench.data.cache`, fingerprinted by its source files.
+For the two image layouts, ``root`` may also be a parent folder holding ``miniimagenet/`` (or
+``mini-imagenet/``, ``miniImageNet/``, ``mini_imagenet/``); images that are not 84x84 RGB are
+converted and resized (bicubic), and the counts reported in ``FewShotDataset.notes``. Labels are
+0..C-1 over each split's classes sorted by wnid (class names = wnids), images in file-name order.
 """
 
 from __future__ import annotations
@@ -20,75 +23,37 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
 
-from .base import SPLITS, DataError, FewShotDataset, Split
-from .cache import fingerprint_files, load_or_build
+from .base import SPLITS, DataError
+from .cache import digest_lines, fingerprint_files
+from .images import Decoder
+from .prepare import ClassImages, ClassSpec, Plan, Source
+from .ravi import IMAGE_SIZE, MEAN, NAME, PARENT_NAMES, STD, find_source
 
-NAME = "miniimagenet"
-IMAGE_SIZE = 84
-MEAN = (120.1, 114.8, 103.4)
-STD = (69.3, 67.5, 71.0)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-PARENT_NAMES = ("miniimagenet", "mini-imagenet", "miniImageNet", "mini_imagenet")
-# Bump when decoding changes (resampling, conversion): old cache entries are then rebuilt.
-DECODE_VERSION = 1
-CHUNK = 256
+# Bump when decoding changes (resampling, conversion): old cache entries are then prepared again.
+DECODE_VERSION = 2
+IMAGE_LAYOUT_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 LAYOUT_HELP = (
-    "folder per class ROOT/{train,val,test}/<wnid>/*.jpg, or Ravi CSV ROOT/images/*.jpg "
-    "with ROOT/{train,val,test}.csv (header filename,label)"
+    "ILSVRC2012_img_train.tar (or its per-class tars, or train/<wnid>/*.JPEG), "
+    "mini-imagenet-cache-{train,val,test}.pkl, folder per class ROOT/{train,val,test}/<wnid>/*.jpg, "
+    "or Ravi CSV ROOT/images/*.jpg with ROOT/{train,val,test}.csv (header filename,label)"
 )
 
-
-@dataclass
-class _SplitSource:
-    """What one split is made of, before decoding."""
-
-    name: str
-    files: list[Path]
-    labels: list[int]
-    class_names: list[str]
-    fingerprint_inputs: list[Path] = field(default_factory=list)  # files besides the images
-    origin: dict[Path, str] = field(default_factory=dict)  # image -> where it was named (CSV row)
+#: One class of an image layout: (wnid, its files in order).
+_LayoutClass = tuple[str, list[Path]]
 
 
-@dataclass
-class _DecodeStats:
-    converted: Counter[str] = field(default_factory=Counter)  # source mode -> count
-    resized: Counter[tuple[int, int]] = field(default_factory=Counter)  # source (w, h) -> count
-
-    def add(self, other: _DecodeStats) -> None:
-        self.converted.update(other.converted)
-        self.resized.update(other.resized)
+def _is_layout_image(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_LAYOUT_SUFFIXES)
 
 
-# --------------------------------------------------------------------------- layout detection
-
-
-def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-
-
-def _folder_splits(root: Path) -> list[str]:
-    return [s for s in SPLITS if (root / s).is_dir()]
-
-
-def _csv_splits(root: Path) -> list[str]:
-    if not (root / "images").is_dir():
-        return []
-    return [s for s in SPLITS if (root / f"{s}.csv").is_file()]
-
-
-def _describe(root: Path, limit: int = 8) -> str:
+def describe(root: Path, limit: int = 8) -> str:
+    """What a folder holds, for an error message: the first entries, folders with a slash."""
     try:
         entries = sorted(os.listdir(root))
     except OSError as exc:
@@ -100,48 +65,24 @@ def _describe(root: Path, limit: int = 8) -> str:
     return ", ".join(shown) + more
 
 
-def detect_layout(root: Path) -> tuple[str, Path, list[str]]:
-    """``(layout, root, splits)`` with layout ``"folders"`` or ``"csv"``; DataError otherwise."""
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DataError(f"miniImageNet root {root} does not exist (expected {LAYOUT_HELP})")
-    if not root.is_dir():
-        raise DataError(f"miniImageNet root {root} is not a folder (expected {LAYOUT_HELP})")
-    candidates = [root] + [root / n for n in PARENT_NAMES if (root / n).is_dir()]
-    for cand in candidates:
-        splits = _folder_splits(cand)
-        if splits:
-            return "folders", cand, splits
-        splits = _csv_splits(cand)
-        if splits:
-            return "csv", cand, splits
-    raise DataError(
-        f"no miniImageNet layout found in {root}: expected {LAYOUT_HELP}; found: {_describe(root)}"
-    )
-
-
-def _folder_source(root: Path, split: str) -> _SplitSource:
+def _folder_classes(root: Path, split: str) -> list[_LayoutClass]:
     split_dir = root / split
     class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"split folder {split_dir} has no class folders (expected <wnid>/*.jpg)")
-    files: list[Path] = []
-    labels: list[int] = []
-    for label, cdir in enumerate(class_dirs):
-        # scandir's is_file() uses the directory entry's type: no stat per image here (the
-        # fingerprint stats each file once).
+    out = []
+    for cdir in class_dirs:
         with os.scandir(cdir) as it:
-            images = sorted(Path(e.path) for e in it if _is_image(Path(e.name)) and e.is_file())
+            images = sorted(Path(e.path) for e in it if _is_layout_image(e.name) and e.is_file())
         if not images:
             raise DataError(f"class folder {cdir} holds no images (*.jpg, *.jpeg, *.png)")
-        files.extend(images)
-        labels.extend([label] * len(images))
-    return _SplitSource(split, files, labels, [p.name for p in class_dirs])
+        out.append((cdir.name, images))
+    return out
 
 
-def _csv_source(root: Path, split: str) -> _SplitSource:
+def _csv_classes(root: Path, split: str) -> tuple[list[_LayoutClass], dict[Path, str]]:
+    """The classes a Ravi CSV names, and where each file was named (for a missing file)."""
     csv_path = root / f"{split}.csv"
-    images_dir = root / "images"
     try:
         text = csv_path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -152,205 +93,112 @@ def _csv_source(root: Path, split: str) -> _SplitSource:
         raise DataError(
             f"malformed header in {csv_path}: expected 'filename,label', got {','.join(header)!r}"
         )
-    pairs: list[tuple[str, str]] = []
-    linenos: list[int] = []
+    by_class: dict[str, list[Path]] = {}
+    origin: dict[Path, str] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != 2 or not row[0].strip() or not row[1].strip():
             raise DataError(f"{csv_path} line {lineno}: expected 'filename,label', got {row!r}")
-        pairs.append((row[0].strip(), row[1].strip()))
-        linenos.append(lineno)
-    if not pairs:
+        path = root / "images" / row[0].strip()
+        by_class.setdefault(row[1].strip(), []).append(path)
+        origin[path] = f"{csv_path} line {lineno}"
+    if not by_class:
         raise DataError(f"split file {csv_path} has a header but no rows")
-    class_names = sorted({label for _, label in pairs})
-    index = {c: i for i, c in enumerate(class_names)}
-    files = [images_dir / fname for fname, _ in pairs]
-    labels = [index[label] for _, label in pairs]
-    # Existence is checked by the fingerprint's stat; this names the row of a missing file.
-    origin = {f: f"{csv_path} line {lineno}" for f, lineno in zip(files, linenos, strict=True)}
-    return _SplitSource(split, files, labels, class_names, [csv_path], origin)
+    return sorted(by_class.items()), origin
 
 
-# --------------------------------------------------------------------------- decoding
+def _find_layout(root: Path) -> tuple[str, Path, list[str]] | None:
+    candidates = [root] + [root / n for n in PARENT_NAMES if (root / n).is_dir()]
+    for cand in candidates:
+        splits = [s for s in SPLITS if (cand / s).is_dir()]
+        if splits:
+            return "folders", cand, splits
+        if (cand / "images").is_dir():
+            splits = [s for s in SPLITS if (cand / f"{s}.csv").is_file()]
+            if splits:
+                return "csv", cand, splits
+    return None
 
 
-def _decode_image(path: Path) -> tuple[np.ndarray, str | None, tuple[int, int] | None]:
-    """One image -> (uint8 H x W x 3 at 84x84, source mode if converted, source size if resized).
+def _produce_layout(jobs: list[tuple[str, str, list[Path]]], decoder: Decoder
+                    ) -> Callable[[Collection[tuple[str, str]], Callable[[int], None]],
+                                  Iterator[ClassImages]]:
+    def produce(done: Collection[tuple[str, str]], advance: Callable[[int], None]
+                ) -> Iterator[ClassImages]:
+        size = decoder.size
+        for split, wnid, files in jobs:
+            if (split, wnid) in done:
+                continue
+            out = np.empty((len(files), 3, size, size), dtype=np.uint8)
+            digests: dict[int, str] = {}
+            stats = decoder.into(out, ((i, str(f), f) for i, f in enumerate(files)), advance,
+                                 digests)
+            checksum = digest_lines(f"{f.name}\t{digests[i]}" for i, f in enumerate(files))
+            yield ClassImages(split, wnid, out, {f"{split}/{wnid}/*": checksum}, stats)
+    return produce
 
-    Truncated files raise (``ImageFile.LOAD_TRUNCATED_IMAGES`` is deliberately left off).
-    """
+
+def layout_source(layout: str, root: Path, splits: Sequence[str]) -> Source:
+    """A folder-per-class or Ravi-CSV layout at ``root`` (as found by detection)."""
+    classes: dict[str, list[_LayoutClass]] = {}
+    origin: dict[Path, str] = {}
+    for split in splits:
+        if layout == "folders":
+            classes[split] = _folder_classes(root, split)
+        else:
+            classes[split], where = _csv_classes(root, split)
+            origin.update(where)
+    csvs = [root / f"{s}.csv" for s in splits] if layout == "csv" else []
+    files = [f for cs in classes.values() for _, fs in cs for f in fs]
     try:
-        with Image.open(path) as im:
-            im.load()
-            converted = None
-            if im.mode != "RGB":
-                converted = im.mode
-                if im.mode in ("P", "PA") or (im.mode == "L" and "transparency" in im.info):
-                    im = im.convert("RGBA")
-                im = im.convert("RGB")
-            resized = None
-            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                resized = im.size
-                im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
-            arr = np.asarray(im, dtype=np.uint8)
-    except UnidentifiedImageError:
-        raise DataError(
-            f"cannot decode image {path}: not an image file Pillow can identify"
-        ) from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(f"cannot decode image {path}: {msg}") from None
-    if arr.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        raise DataError(f"cannot decode image {path}: unexpected array shape {arr.shape}")
-    return arr, converted, resized
-
-
-def _decode_chunk(files: Sequence[Path], out: np.ndarray, start: int) -> _DecodeStats:
-    stats = _DecodeStats()
-    for i, path in enumerate(files):
-        arr, converted, resized = _decode_image(path)
-        out[start + i] = arr.transpose(2, 0, 1)
-        if converted is not None:
-            stats.converted[converted] += 1
-        if resized is not None:
-            stats.resized[resized] += 1
-    return stats
-
-
-def _num_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
-
-
-def decode_images(
-    files: Sequence[Path], *, progress: bool = True, description: str = "decoding"
-) -> tuple[torch.Tensor, _DecodeStats]:
-    """Decode ``files`` into a uint8 N x 3 x 84 x 84 tensor with a thread pool."""
-    images = torch.empty((len(files), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
-    out = images.numpy()
-    stats = _DecodeStats()
-    chunks = [(files[i : i + CHUNK], i) for i in range(0, len(files), CHUNK)]
-    bar = _progress_bar() if progress else None
-    task = bar.add_task(description, total=len(files)) if bar is not None else None
-    with ThreadPoolExecutor(max_workers=_num_workers()) as pool:
-        pending = {
-            pool.submit(_decode_chunk, chunk, out, start): len(chunk) for chunk, start in chunks
-        }
-        try:
-            if bar is not None:
-                bar.start()
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    n = pending.pop(fut)
-                    stats.add(fut.result())  # re-raises the first DataError
-                    if bar is not None:
-                        bar.update(task, advance=n)
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
-        finally:
-            if bar is not None:
-                bar.stop()
-    return images, stats
-
-
-def _progress_bar():
-    from fsbench.progress import make_progress
-
-    return make_progress(transient=True, info=False)
-
-
-def _stats_notes(split: str, stats: _DecodeStats) -> list[str]:
-    notes = []
-    if stats.converted:
-        total = sum(stats.converted.values())
-        modes = ", ".join(f"{m}: {n}" for m, n in sorted(stats.converted.items()))
-        notes.append(f"{NAME}/{split}: converted {total} image(s) to RGB ({modes})")
-    if stats.resized:
-        total = sum(stats.resized.values())
-        sizes = ", ".join(f"{w}x{h}: {n}" for (w, h), n in stats.resized.most_common(5))
-        more = " ..." if len(stats.resized) > 5 else ""
-        notes.append(
-            f"{NAME}/{split}: resized {total} image(s) to {IMAGE_SIZE}x{IMAGE_SIZE} "
-            f"(bicubic; from {sizes}{more})"
-        )
-    return notes
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def _load_split(
-    layout: str, root: Path, split: str, cache_dir: Path | None, progress: bool
-) -> tuple[Split, list[str]]:
-    source = _folder_source(root, split) if layout == "folders" else _csv_source(root, split)
-    try:
-        fp = fingerprint_files([*source.files, *source.fingerprint_inputs], root=root)
+        fp = fingerprint_files([*files, *csvs], root=root)
     except FileNotFoundError as exc:
         missing = Path(exc.filename)
-        where = source.origin.get(missing)
-        if where is not None:
-            raise DataError(f"{where}: image {missing} does not exist") from None
+        if missing in origin:
+            raise DataError(f"{origin[missing]}: image {missing} does not exist") from None
         raise DataError(f"image {missing} disappeared while listing {root}") from None
-    fp = f"{fp};size={IMAGE_SIZE};decode=v{DECODE_VERSION}"
-    root_tag = hashlib.sha256(str(root.resolve()).encode("utf-8", "surrogateescape")).hexdigest()
-    key = f"{NAME}-{layout}-{split}-{root_tag[:12]}"
+    jobs = [(s, wnid, fs) for s, cs in classes.items() for wnid, fs in cs]
 
-    def build() -> dict[str, torch.Tensor | list[str]]:
-        images, stats = decode_images(
-            source.files, progress=progress, description=f"decoding {NAME}/{split}"
+    def plan() -> Plan:
+        return Plan(
+            splits={s: tuple(ClassSpec(w, len(fs)) for w, fs in cs) for s, cs in classes.items()},
+            produce=_produce_layout(jobs, Decoder(IMAGE_SIZE, "bicubic")),
+            checksums={c.name: hashlib.sha256(c.read_bytes()).hexdigest() for c in csvs},
         )
-        return {
-            "images": images,
-            "labels": torch.tensor(source.labels, dtype=torch.int64),
-            "class_names": list(source.class_names),
-            "notes": _stats_notes(split, stats),
-        }
 
-    entry = load_or_build(cache_dir, key, fp, build)
-    split_obj = Split(
-        name=split,
-        images=entry["images"],
-        labels=entry["labels"],
-        class_names=tuple(entry["class_names"]),
-    )
-    return split_obj, list(entry["notes"])
+    kind = "folder-per-class layout" if layout == "folders" else "images/ + Ravi CSV layout"
+    return Source(NAME, kind, root, f"{fp};size={IMAGE_SIZE};decode=v{DECODE_VERSION}", plan,
+                  IMAGE_SIZE, "bicubic", MEAN, STD, options=",".join(splits))
 
 
-def load_miniimagenet(
-    root: Path,
-    cache_dir: Path | None,
-    progress: bool = True,
-    *,
-    splits: Sequence[str] | None = None,
-) -> FewShotDataset:
-    """miniImageNet from ``root`` in either accepted layout (see module docstring).
+def source(root: Path, *, splits: Sequence[str] | None = None,
+           split_dir: Path | None = None) -> Source:
+    """miniImageNet from ``root`` in any accepted form (see the module docstring).
 
-    Returns the splits present on disk (the shared copy here has only train and val), or only
-    ``splits`` when given (a requested split that is absent is a DataError). Each split is uint8
-    N x 3 x 84 x 84 with labels 0..C-1 over its classes sorted by wnid (class names = wnids).
-    ``cache_dir=None`` decodes every time; otherwise each split is cached there.
+    ``splits`` limits the splits read (a requested split that is absent is a DataError);
+    ``split_dir`` replaces the committed Ravi CSVs (ILSVRC and pickle sources; tests use it).
     """
-    layout, data_root, split_names = detect_layout(Path(root))
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"miniImageNet root {root} does not exist (expected {LAYOUT_HELP})")
+    found = find_source(root, splits, split_dir)
+    if found is not None:
+        return found
+    layout = _find_layout(root) if root.is_dir() else None
+    if layout is None:
+        what = _describe_root(root)
+        raise DataError(f"no miniImageNet source (archive or image layout) found at {root}: expected "
+                        f"{LAYOUT_HELP}; found: {what}")
+    kind, data_root, present = layout
     if splits is not None:
-        missing = [s for s in splits if s not in split_names]
+        missing = [s for s in splits if s not in present]
         if missing:
-            raise DataError(
-                f"miniImageNet at {data_root} has no split {missing[0]!r} "
-                f"(it has: {', '.join(split_names)})"
-            )
-        split_names = [s for s in SPLITS if s in splits]
-    loaded: dict[str, Split] = {}
-    layout_desc = "folder per class" if layout == "folders" else "images/ + Ravi CSV"
-    notes = [f"{NAME}: {layout_desc} layout at {data_root} (splits: {', '.join(split_names)})"]
-    for name in split_names:
-        split, split_notes = _load_split(layout, data_root, name, cache_dir, progress)
-        loaded[name] = split
-        notes.extend(split_notes)
-    return FewShotDataset(name=NAME, splits=loaded, mean=MEAN, std=STD, notes=tuple(notes))
+            raise DataError(f"miniImageNet at {data_root} has no split {missing[0]!r} "
+                            f"(it has: {', '.join(present)})")
+        present = [s for s in SPLITS if s in splits]
+    return layout_source(kind, data_root, present)
+
+
+def _describe_root(root: Path) -> str:
+    return describe(root) if root.is_dir() else "a file that is not a tar of per-class tars"

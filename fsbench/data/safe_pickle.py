@@ -22,6 +22,7 @@ import io
 import os
 import pickle
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -143,3 +144,18 @@ def safe_load(file: str | os.PathLike[str] | IO[bytes], *, encoding: str = "ASCI
         raise DataError(
             f"{source} is not a readable pickle ({type(exc).__name__}: {msg})"
         ) from None
+
+
+def str_keys(obj: object, source: object) -> dict[str, object]:
+    """A pickled dict with its keys as str: Python 2 pickles read with ``encoding="bytes"`` give
+    bytes keys (decoded as latin-1). A DataError naming ``source`` when it is not a dict."""
+    if not isinstance(obj, Mapping):
+        raise DataError(f"{source}: expected a pickled dict, got {type(obj).__name__}")
+    out = {}
+    for k, v in obj.items():
+        if isinstance(k, bytes):
+            k = k.decode("latin-1")
+        if not isinstance(k, str):
+            raise DataError(f"{source}: unexpected key {k!r} (expected str or bytes)")
+        out[k] = v
+    return out

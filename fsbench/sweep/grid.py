@@ -107,6 +107,8 @@ AXES: tuple[Axis, ...] = (
     Axis("dataset", _choice(DATASETS), "datasets"),
     Axis("data_root", _path, "dataset directories (one per --dataset value, or one for all)"),
     Axis("eval_split", _choice(EVAL_SPLITS), "splits of the test episodes"),
+    Axis("eval_dataset", _choice(DATASETS), "cross-domain: datasets the test episodes come from"),
+    Axis("eval_data_root", _path, "their directories (one per --eval-dataset value, or one for all)"),
     Axis("preset", _choice(PRESETS), "presets"),
     Axis("backbone", _str, "backbones (default: each preset's)"),
     Axis("way", _int, "ways"),
@@ -128,6 +130,10 @@ AXES: tuple[Axis, ...] = (
 # Only the options this version's RunConfig has (config files are not a RunConfig field).
 AXES = tuple(a for a in AXES if a.field == "config" or a.field in {f.name for f in fields(RunConfig)})
 _BY_FIELD = {a.field: a for a in AXES}
+
+#: A directory axis and the dataset axis its values pair with (in order), and that dataset's default.
+PAIRED: dict[str, tuple[str, str | None]] = {"data_root": ("dataset", "synthetic"),
+                                             "eval_data_root": ("eval_dataset", None)}
 
 #: Settings of the whole sweep: one value, not a list.
 SINGLE: dict[str, Callable[[Any], Any]] = {"output": _path, "cache_dir": _path}
@@ -265,20 +271,21 @@ def expand(
     for axes, overrides in products:
         if "method" not in axes:
             raise ConfigError("grid: no method given; use --method a,b or method = [...] in the grid file")
-        if "data_root" in axes and "dataset" in axes and len(axes["data_root"]) > 1:
-            if len(axes["data_root"]) != len(axes["dataset"]):
+        for root, (data, _) in PAIRED.items():
+            if root in axes and data in axes and len(axes[root]) > 1 and len(axes[root]) != len(axes[data]):
+                r, d = root.replace("_", " "), data.replace("_", " ")  # "data root", "dataset"
                 raise ConfigError(
-                    f"grid: {len(axes['data_root'])} data roots for {len(axes['dataset'])} datasets; "
-                    "give one data root per dataset (paired in order) or one for all"
+                    f"grid: {len(axes[root])} {r}s for {len(axes[data])} {d}s; "
+                    f"give one {r} per {d} (paired in order) or one for all"
                 )
-        fields = [a.field for a in AXES if a.field in axes and a.field != "data_root"]
-        roots = axes.get("data_root")
+        fields = [a.field for a in AXES if a.field in axes and a.field not in PAIRED]
         for values in itertools.product(*(axes[f] for f in fields)):
             point = dict(zip(fields, values, strict=True))
-            if roots:
-                datasets = axes.get("dataset", ["synthetic"])
-                point["data_root"] = roots[datasets.index(point.get("dataset", "synthetic"))] \
-                    if len(roots) > 1 else roots[0]
+            for root, (data, default) in PAIRED.items():
+                if axes.get(root):
+                    roots, datasets = axes[root], axes.get(data, [default])
+                    point[root] = roots[datasets.index(point.get(data, default))] \
+                        if len(roots) > 1 else roots[0]
             config_file = point.pop("config", None)
             layers = [overrides]
             if config_file is not None:
