@@ -9,7 +9,8 @@ entry is two files in the cache directory:
   the string lists (class names, notes) and the byte size of the ``.pt`` file.
 
 The sidecar is the commit marker: it is removed before a rebuild and written last, so a crash
-between the two writes leaves an entry that is rebuilt, never a mixed one. Both files are written
+between the two writes leaves an entry that is rebuilt, never a mixed one. The sidecar is read strictly and size-bounded
+(:mod:`fsbench.strictjson`); anything it refuses means "rebuild". Both files are written
 atomically (temporary file in the same directory, fsync, ``os.replace``), and a
 ``filelock.FileLock`` on ``<key>.lock`` makes concurrent processes wait for one decode instead of
 each decoding. An entry whose fingerprint or format version differs, or that cannot be read, is
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
@@ -31,6 +31,8 @@ import torch
 from filelock import FileLock, Timeout
 
 from fsbench.atomic import atomic_write, atomic_write_text
+from fsbench.data.base import DataError
+from fsbench.strictjson import JSONError, dumps, read_json
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ ENV_VAR = "FSBENCH_CACHE"
 # What a build function returns and what load_or_build gives back.
 CacheValue = torch.Tensor | list[str]
 CacheDict = dict[str, CacheValue]
+
+MAX_SIDECAR_BYTES = 16 << 20  # a sidecar holds names and notes: kilobytes
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -96,13 +100,35 @@ def _check_built(key: str, built: object) -> CacheDict:
     return built
 
 
+class CacheEntry(dict):
+    """A cache entry's values; asking for a name it lacks is a one-line error naming its files.
+
+    A self-consistent entry can still hold other names than the loader expects (written by
+    another version of a loader, or edited): the loader's first look-up says so, before any work.
+    """
+
+    def __init__(self, values: CacheDict, pt_path: Path) -> None:
+        super().__init__(values)
+        self.pt_path = pt_path
+
+    def __missing__(self, name: str) -> CacheValue:
+        raise DataError(
+            f"cache entry {self.pt_path} has no {name!r} (it holds {', '.join(self) or 'nothing'}); "
+            f"delete {self.pt_path} and {self.pt_path.with_suffix('.json')} to rebuild it"
+        )
+
+
+def _str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
 def _try_load(pt_path: Path, json_path: Path, fingerprint: str) -> CacheDict | None:
     """The cached entry, or None when it is absent, stale or unreadable."""
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not json_path.exists():
         return None
-    except (OSError, ValueError) as exc:
+    try:
+        meta = read_json(json_path, MAX_SIDECAR_BYTES)
+    except JSONError as exc:  # unreadable, too large, NaN, deep nesting...: rebuild
         log.warning("cache sidecar %s is unreadable (%s); rebuilding", json_path, exc)
         return None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
@@ -121,27 +147,25 @@ def _try_load(pt_path: Path, json_path: Path, fingerprint: str) -> CacheDict | N
             "cache file %s is unreadable (%s: %s); rebuilding", pt_path, type(exc).__name__, exc
         )
         return None
-    names = meta.get("tensors")
-    strings = meta.get("strings")
+    names, strings = meta.get("tensors"), meta.get("strings")
+    if "order" in meta:
+        order = meta["order"]
+    else:  # entries written before "order": tensors first
+        order = [*names, *strings] if _str_list(names) and isinstance(strings, dict) else None
     if (
         not isinstance(tensors, dict)
-        or not isinstance(names, list)
+        or not _str_list(names)
         or not isinstance(strings, dict)
-        or sorted(tensors) != sorted(names)
+        or not all(_str_list(v) for v in strings.values())
+        or not _str_list(order)
+        or set(tensors) != set(names)
+        or sorted(order) != sorted([*names, *strings])
         or not all(isinstance(t, torch.Tensor) for t in tensors.values())
     ):
         log.warning("cache entry %s is inconsistent; rebuilding", pt_path)
         return None
-    order = meta.get("order")
-    if not isinstance(order, list):
-        order = names + list(strings)
-    out: CacheDict = {}
-    for name in order:
-        if name in tensors:
-            out[name] = tensors[name]
-        elif name in strings:
-            out[name] = [str(s) for s in strings[name]]
-    return out
+    return CacheEntry({name: tensors[name] if name in tensors else list(strings[name])
+                       for name in order}, pt_path)
 
 
 def _store(pt_path: Path, json_path: Path, key: str, fingerprint: str, built: CacheDict) -> None:
@@ -168,8 +192,7 @@ def _store(pt_path: Path, json_path: Path, key: str, fingerprint: str, built: Ca
         "strings": strings,
         "order": list(built),
     }
-    text = json.dumps(meta, indent=1)
-    atomic_write_text(json_path, text)
+    atomic_write_text(json_path, dumps(meta, indent=1))
 
 
 def load_or_build(
