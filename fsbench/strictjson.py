@@ -9,7 +9,9 @@ exhaust the interpreter's stack. fsbench does neither:
 * :func:`loads` refuses ``NaN``, ``Infinity``, integers outside the signed 64-bit range, floats
   that overflow, and nesting deeper than :data:`MAX_DEPTH`, each with a one-line
   :class:`JSONError` naming where the text came from;
-* :func:`read_json` and :func:`read_jsonl` bound a file's size before reading it.
+* :func:`read_json` and :func:`read_jsonl` bound a file's size before reading it;
+* :func:`check_parsed` holds a value another parser gave (TOML: grids, ``--config``) to the
+  same rules.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any
 
 from fsbench.errors import FsbenchError
 
-__all__ = ["MAX_DEPTH", "JSONError", "dumps", "finite_or_null", "loads", "read_json", "read_jsonl"]
+__all__ = ["MAX_DEPTH", "JSONError", "check_parsed", "dumps", "finite_or_null", "loads", "read_json",
+           "read_jsonl"]
 
 #: Deepest nesting of arrays and objects fsbench accepts (its own files nest 4 levels at most).
 MAX_DEPTH = 32
@@ -68,17 +71,30 @@ def _float(text: str) -> float:
     return value
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
+def _first_problem(value: Any, limit: int, numbers: bool = True) -> str | None:
+    """What makes ``value`` (parsed JSON or TOML) unfit, or None: nesting deeper than
+    ``limit``, and with ``numbers`` a non-finite float or an integer outside 64 bits."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if numbers and isinstance(item, float) and not math.isfinite(item):
+            return f"number {item} is out of range"
+        if numbers and isinstance(item, int) and not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
+            return f"integer {str(item)[:20]}... is out of range"
         children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
         for child in children:
-            if isinstance(child, (dict, list)):
-                if depth + 1 > limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
+            if isinstance(child, (dict, list)) and depth + 1 > limit:
+                return f"nested too deeply (more than {limit} levels)"
+            stack.append((child, depth + 1))
+    return None
+
+
+def check_parsed(value: Any, where: str) -> Any:
+    """``value``, parsed from JSON or TOML by another parser, held to :func:`loads`' rules."""
+    problem = _first_problem(value, MAX_DEPTH)
+    if problem is not None:
+        raise JSONError(f"{where}: {problem}")
+    return value
 
 
 def loads(text: str | bytes, where: str) -> Any:
@@ -91,8 +107,9 @@ def loads(text: str | bytes, where: str) -> Any:
         raise JSONError(f"{where}: JSON nested too deeply (more than {MAX_DEPTH} levels)") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise JSONError(f"{where}: invalid JSON ({str(exc).splitlines()[0][:200]})") from None
-    if _depth_exceeds(value, MAX_DEPTH):
-        raise JSONError(f"{where}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
+    problem = _first_problem(value, MAX_DEPTH, numbers=False)  # numbers: checked while parsing
+    if problem is not None:
+        raise JSONError(f"{where}: JSON {problem}")
     return value
 
 

@@ -175,3 +175,32 @@ def test_a_hostile_data_cache_sidecar_means_rebuild(tmp_path, sidecar):
     entry = load_or_build(tmp_path, "k", "fp", build)  # rebuilt, no traceback
     assert entry["names"] == ["a", "b"]
     assert json.loads((tmp_path / "k.json").read_text())["format_version"] == 1
+
+
+HOSTILE_SETTINGS = {
+    "grid.toml": [("episodes = " + "9" * 40, "integer 99999999999999999999... is out of range"),
+                  ("[hparams]\nlr = inf", "number inf is out of range"),
+                  ("[hparams]\nlr = nan", "number nan is out of range"),
+                  ("x = " + "[" * 5000 + "]" * 5000, "nested too deeply")],
+    "config.json": [('{"hparams": {"lr": NaN}}', "NaN is not a JSON number"),
+                    ('{"hparams": {"lr": 1e999}}', "number 1e999 is out of range"),
+                    ("[" * 100_000 + "]" * 100_000, "nested too deeply")],
+    "config.toml": [("[hparams]\nlr = -inf", "number -inf is out of range"),
+                    ("x = " + "[" * 5000 + "]" * 5000, "nested too deeply")],
+}
+
+
+@pytest.mark.parametrize(("name", "case"), [(n, i) for n, cases in HOSTILE_SETTINGS.items()
+                                            for i in range(len(cases))])
+def test_hostile_grid_and_config_files_are_one_line_errors(tmp_path, capsys, name, case):
+    text, message = HOSTILE_SETTINGS[name][case]
+    path = tmp_path / name
+    where = ["--output", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
+    if name == "grid.toml":
+        path.write_text(f'method = "protonet"\npreset = "smoke"\n{text}\n')
+        argv = ["sweep", str(path), *where, "--dry-run"]
+    else:
+        path.write_text(text + "\n")
+        argv = ["run", "--method", "protonet", "--preset", "smoke", "--config", str(path), *where]
+    _one_line_error(capsys, argv, str(path), message)
+    assert not (tmp_path / "o").exists()
