@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -386,7 +385,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         time_floor=args.time_floor,
     )
     if args.json:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        from fsbench.strictjson import dumps
+
+        sys.stdout.write(dumps(report.to_dict(), indent=2) + "\n")
     else:
         from rich.console import Console
         from rich.text import Text

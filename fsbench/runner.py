@@ -136,8 +136,8 @@ class Run:
             )
         preset = resolve_preset(self.record.presets[self.preset_name], cfg.overrides)
         if cfg.backbone is not None and cfg.backbone != preset.backbone:
+            check_backbone_name(cfg.backbone)  # --backbone at planning: unknown names and paths
             preset = replace(preset, backbone=cfg.backbone, backbone_kwargs={})
-        check_backbone_name(preset.backbone)  # at planning: unknown names and paths
         self.preset = preset
         self.hard = hard_task_config(cfg, self.record)
         if self.hard.enabled and preset.episodic is None:
@@ -339,7 +339,7 @@ class Run:
                 f"backbone; methods that do: {', '.join(needing) or 'none installed'}"
             )
         if dataset is None:  # alone (`fsbench pretrain`, a sweep's job): checked here
-            self.preflight()
+            check_cache_folder(self.cache_dir)
             dataset = self.dataset().resident(self.device)
             check_pretrained_cache(self.pretrain_path(dataset))
         return ensure_pretrained(

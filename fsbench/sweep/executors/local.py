@@ -138,6 +138,8 @@ class _Slot:
         except BrokenProcessPool:
             self.close()
             return kind, job, None
+        except Exception as exc:  # the job's result could not come back (not a lost worker)
+            return kind, job, {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
     def close(self) -> None:
         if self.pool is not None:
