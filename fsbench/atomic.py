@@ -4,17 +4,21 @@ A file is written to a temporary name in its own directory, flushed and fsync-ed
 over its final name (``os.replace``), and the directory entry is synced: a reader sees the old
 file or the new one, never half of one, and a crash leaves at most a ``.NAME.*.tmp`` file. New
 files get the mode a plain ``open`` would give them (0666 minus the umask).
+
+JSON is written strictly (:func:`fsbench.strictjson.dumps`): a non-finite float becomes ``null``,
+never ``NaN`` or ``Infinity``, which no JSON reader but Python's accepts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
+
+from fsbench.strictjson import dumps
 
 __all__ = [
     "atomic_write",
@@ -67,9 +71,9 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, **kwargs: Any) ->
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, **kwargs: Any) -> int:
-    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n", **kwargs)
+    return atomic_write_text(path, dumps(obj, indent=2) + "\n", **kwargs)
 
 
 def atomic_write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]],
                        **kwargs: Any) -> int:
-    return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows), **kwargs)
+    return atomic_write_text(path, "".join(dumps(r) + "\n" for r in rows), **kwargs)

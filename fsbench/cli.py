@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -396,10 +395,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         time_floor=args.time_floor,
     )
     if args.json:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        from fsbench.strictjson import dumps
+
+        sys.stdout.write(dumps(report.to_dict(), indent=2) + "\n")
     else:
         from rich.console import Console
         from rich.text import Text
+
+        from fsbench.safetext import text
 
         console = Console(width=None if sys.stdout.isatty() else 200)
         console.print(compare_table(report))
@@ -407,7 +410,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             for row in report.failures:
                 console.print(
                     Text("FAIL ", style="bold red")
-                    + Text(f"{row.describe()}: {'; '.join(row.reasons)}")
+                    + text(f"{row.describe()}: {'; '.join(row.reasons)}")
                 )
         else:
             console.print(f"[green]OK[/]: {len(report.rows)} configuration(s), no regression")
@@ -415,24 +418,41 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """``fsbench sweep``: plan, run on the executor, then ``fsbench report`` of the sweep's runs."""
+    """``fsbench sweep``: plan, run on the executor, then ``fsbench report`` of the sweep's runs.
+
+    Failed jobs are listed last, each with its error (``--quiet`` too), after the report; a
+    report that cannot be made (e.g. the ``--paired`` method's runs all failed) is said in one
+    line and never hides them.
+    """
+    from fsbench.safetext import printable
     from fsbench.sweep.cli import execute_sweep
 
     plan, outcome = execute_sweep(args)
     if outcome is None:  # --dry-run
         return 0
-    methods = list(dict.fromkeys(r.cfg.method for r in plan.runs.values()))
+    report_error = None
     if outcome.run_dirs:
-        fmt = {".csv": "csv", ".tex": "latex", ".html": "html"}.get(
-            args.report.suffix if args.report else "", "markdown" if args.report else "rich")
-        paired = args.paired or (methods[0] if len(methods) > 1 else None)
-        cmd_report(argparse.Namespace(results=outcome.run_dirs, ablation=args.ablation, paper=False,
-                                      paired=paired, format=fmt, output=args.report, plots=None))
+        try:
+            _sweep_report(args, plan, outcome.run_dirs)
+        except FsbenchError as exc:
+            report_error = str(exc)
+            print(f"fsbench: report: {printable(exc)}", file=sys.stderr)
     if outcome.failed:
-        print(f"fsbench: {len(outcome.failed)} job(s) failed; re-run the same command to retry them",
-              file=sys.stderr)
+        print(f"fsbench: {len(outcome.failed)} job(s) failed (finished runs are kept; the same "
+              "command runs only what is missing):", file=sys.stderr)
+        for job, error in outcome.failed.items():
+            print(f"  {printable(job)}: {printable(error)}", file=sys.stderr)
         return 1
-    return 0
+    return 2 if report_error else 0
+
+
+def _sweep_report(args: argparse.Namespace, plan: Any, run_dirs: list[Path]) -> None:
+    methods = list(dict.fromkeys(r.cfg.method for r in plan.runs.values()))
+    fmt = {".csv": "csv", ".tex": "latex", ".html": "html"}.get(
+        args.report.suffix if args.report else "", "markdown" if args.report else "rich")
+    paired = args.paired or (methods[0] if len(methods) > 1 else None)
+    cmd_report(argparse.Namespace(results=run_dirs, ablation=args.ablation, paper=False,
+                                  paired=paired, format=fmt, output=args.report, plots=None))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -468,12 +488,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from fsbench.safetext import printable
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (FsbenchError, PluginError, DivergenceError) as exc:
-        print(f"fsbench: error: {exc}", file=sys.stderr)
+        print(f"fsbench: error: {printable(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written: one line naming it
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"fsbench: error: {printable(where)}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fsbench: interrupted; re-run the same command (or add --resume) to continue", file=sys.stderr)

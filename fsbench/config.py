@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from fsbench import strictjson
 from fsbench.errors import ConfigError
 
 PRESETS = ("paper", "quick", "smoke", "official_pytorch")  # the last: MTL only
@@ -185,10 +186,13 @@ def load_config_file(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'toml'}: {exc}") from None
+    try:  # strictly: no NaN/Infinity, 64-bit integers, bounded nesting (fsbench.strictjson)
+        data = (strictjson.loads(text, f"config file {path}") if path.suffix == ".json"
+                else strictjson.check_parsed(tomllib.loads(text), f"config file {path}"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid toml: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table of sections")
     return data

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
@@ -22,8 +23,11 @@ from typing import Any
 
 import filelock
 import torch
+from rich.markup import escape
+from rich.text import Text
 
 from fsbench.atomic import atomic_write_json, atomic_write_jsonl
+from fsbench.backbones import check_backbone_name
 from fsbench.config import BUILT_IN, HardTaskConfig, RunConfig, resolve_preset, to_jsonable
 from fsbench.data import FewShotDataset, Normalizer, load_dataset
 from fsbench.data.cache import default_cache_dir
@@ -37,9 +41,23 @@ from fsbench.errors import ConfigError, DivergenceError, FsbenchError, PluginErr
 from fsbench.hookspecs import MethodRecord
 from fsbench.method import Method, MethodContext
 from fsbench.plugins import default_registry, describe_failure
-from fsbench.progress import bar, console
-from fsbench.results import CHECKPOINT, CONFIG, EPISODES, HISTORY, SUMMARY
+from fsbench.preflight import check_cache_folder, check_pretrained_cache, writable_folder
+from fsbench.progress import bar, console, phase_listeners
+from fsbench.safetext import text
+from fsbench.results import (
+    CHECKPOINT,
+    CONFIG,
+    EPISODES,
+    HISTORY,
+    SUMMARY,
+    load_run,
+    run_damage,
+    set_aside,
+)
 from fsbench.stats import CI_FORMULA, mean_ci95
+
+#: Characters a run directory's name may take from a method, dataset, backbone or preset name.
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 @dataclass
@@ -120,6 +138,7 @@ class Run:
             )
         preset = resolve_preset(self.record.presets[self.preset_name], cfg.overrides)
         if cfg.backbone is not None and cfg.backbone != preset.backbone:
+            check_backbone_name(cfg.backbone)  # --backbone at planning: unknown names and paths
             preset = replace(preset, backbone=cfg.backbone, backbone_kwargs={})
         self.preset = preset
         self.hard = hard_task_config(cfg, self.record)
@@ -130,6 +149,7 @@ class Run:
         # Before the first large tensor; every path (run, `fsbench pretrain`, sweep workers) builds a Run.
         self.allocator = keep_freed_memory()  # fsbench.engine.allocator
         self.cache_dir = cfg.cache_dir or default_cache_dir()
+        self._dataset: FewShotDataset | None = None
         self.resolved = {
             "run": to_jsonable(cfg),
             "preset": self.preset_name,
@@ -162,16 +182,28 @@ class Run:
 
     @property
     def name(self) -> str:
+        """The run directory's name: one path component, whatever the strings it is built from."""
         c = self.cfg
         data = c.dataset if c.eval_dataset is None else f"{c.dataset}-to-{c.eval_dataset}"
-        return (f"{c.method}_{data}_{self.preset.backbone}_{c.way}w{c.shot}s_"
-                f"{self.preset_name}_{c.eval_split}_s{c.seed}_e{c.episode_seed}_{self.key}")
+        parts = (c.method, data, self.preset.backbone, self.preset_name, c.eval_split)
+        method, dataset, backbone, preset, split = (_UNSAFE_NAME.sub("_", p) for p in parts)
+        return (f"{method}_{dataset}_{backbone}_{c.way}w{c.shot}s_"
+                f"{preset}_{split}_s{c.seed}_e{c.episode_seed}_{self.key}")
 
-    def claim_dir(self) -> tuple[Path, filelock.BaseFileLock]:
+    def preflight(self) -> None:
+        """Permanent problems said once, before any work (:mod:`fsbench.preflight`)."""
+        writable_folder(Path(self.cfg.output), "--output")
+        check_cache_folder(self.cache_dir)
+
+    def claim_dir(self, wait: bool = False) -> tuple[Path, filelock.BaseFileLock]:
         """The run directory to use, locked for this process.
 
         The first unlocked directory of this run's name that is unfinished (or finished, with
         ``--resume``) is taken over; otherwise a fresh ``name-2``, ``name-3``... is created.
+        A finished directory whose results do not validate (:func:`fsbench.results.load_run`)
+        is damaged: its files are moved aside (:func:`fsbench.results.set_aside`) and the
+        directory is run again. ``wait`` (a sweep's jobs): only the run's own name, waiting
+        while another process holds it; finished, it is returned as it is.
         """
         root = Path(self.cfg.output)
         root.mkdir(parents=True, exist_ok=True)
@@ -179,21 +211,25 @@ class Run:
             path = root / (self.name if n == 1 else f"{self.name}-{n}")
             path.mkdir(exist_ok=True)
             lock = filelock.FileLock(str(path / ".lock"))
-            try:
-                lock.acquire(timeout=0)
-            except filelock.Timeout:
+            if not _acquire(lock, path, wait):
                 continue  # another process runs it
             for stale in path.glob(".*.tmp"):  # left by a killed writer; never a finished name
                 stale.unlink(missing_ok=True)
-            finished = (path / SUMMARY).exists()
-            if finished and not self.cfg.resume:
-                lock.release()
-                continue
+            if (path / SUMMARY).exists():
+                damage = run_damage(path)
+                if damage is not None:
+                    moved = set_aside(path)
+                    console.print(f"[yellow]damaged run[/] {path}: {escape(damage)}; its files "
+                                  f"were moved to {moved} and it runs again")
+                elif not (self.cfg.resume or wait):
+                    lock.release()
+                    continue
             return path, lock
         raise FsbenchError(f"too many runs named {self.name} under {root}")
 
     # -- execution --------------------------------------------------------------------------
-    def execute(self) -> RunResult:
+    def execute(self, wait: bool = False) -> RunResult:
+        """Run (or resume, or show the finished) run; ``wait``: see :meth:`claim_dir`."""
         if int(os.environ.get("RANK", "0")) > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Under torchrun, ranks > 0 only help with the pre-training (DDP), in a scratch
             # directory, and leave; rank 0 makes the run.
@@ -203,7 +239,11 @@ class Run:
                 with tempfile.TemporaryDirectory() as scratch:
                     self._execute(Path(scratch))
             raise SystemExit(0)
-        run_dir, lock = self.claim_dir()
+        self.preflight()
+        dataset = self.dataset()  # a broken dataset or cache entry is said before a directory is made
+        if self.preset.pretrain is not None:
+            check_pretrained_cache(self.pretrain_path(dataset))
+        run_dir, lock = self.claim_dir(wait)
         try:
             if (run_dir / SUMMARY).exists():
                 console.print(f"[green]run already complete[/]: {run_dir}")
@@ -300,7 +340,7 @@ class Run:
         cfg = self.cfg
         if cfg.dataset in BUILT_IN:
             console.print("[yellow]dataset: built-in synthetic data[/] (use --dataset and --data-root for real data)")
-        dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets", self.show_progress)
+        dataset = self.dataset()
         eval_data = dataset
         if cfg.eval_dataset is not None:
             eval_data = load_dataset(cfg.eval_dataset, cfg.eval_data_root, self.cache_dir / "datasets",
@@ -311,7 +351,7 @@ class Run:
                                   "cross-domain evaluation needs one image size")
         notes = list(dict.fromkeys([*dataset.notes, *eval_data.notes]))
         for note in notes:
-            console.print(f"[yellow]note:[/] {note}")
+            console.print(Text("note: ", style="yellow") + text(note))
         return dataset, eval_data, notes
 
     def pretrain(self, dataset: FewShotDataset | None = None) -> PretrainResult:
@@ -329,15 +369,34 @@ class Run:
                 f"method {cfg.method!r} (preset {self.preset_name!r}) needs no pre-trained "
                 f"backbone; methods that do: {', '.join(needing) or 'none installed'}"
             )
-        if dataset is None:
-            dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets",
-                                   self.show_progress).resident(self.device)
+        if dataset is None:  # alone (`fsbench pretrain`, a sweep's job): checked here
+            check_cache_folder(self.cache_dir)
+            dataset = self.dataset().resident(self.device)
+            check_pretrained_cache(self.pretrain_path(dataset))
         return ensure_pretrained(
             dataset, preset.backbone, preset.backbone_kwargs, preset.pretrain, self.preset_name,
             cfg.seed, self.device, self.cache_dir / "pretrained",
             EpisodeSpec(cfg.way, cfg.shot, cfg.query), show_progress=self.show_progress,
             precision=self.precision,
         )
+
+    def dataset(self) -> FewShotDataset:
+        """The run's dataset (decoded, or from the cache), loaded once per :class:`Run`."""
+        if self._dataset is None:
+            cfg = self.cfg
+            self._dataset = load_dataset(cfg.dataset, cfg.data_root, self.cache_dir / "datasets",
+                                         self.show_progress)
+        return self._dataset
+
+    def pretrain_path(self, dataset: FewShotDataset) -> Path:
+        """The cache file of the pre-training this run needs, named as ``ensure_pretrained`` names it."""
+        from fsbench.engine.pretrain import cache_key, probe_spec
+
+        cfg, preset = self.cfg, self.preset
+        probe = probe_spec(EpisodeSpec(cfg.way, cfg.shot, cfg.query), dataset.split("val"))
+        key = cache_key(dataset, preset.backbone, preset.backbone_kwargs, preset.pretrain,
+                        self.preset_name, cfg.seed, probe, self.precision.dtype)
+        return self.cache_dir / "pretrained" / f"{key}.pt"
 
     def _build(self, dataset: FewShotDataset, pretrained: dict[str, torch.Tensor] | None) -> Method:
         train = dataset.split("train")
@@ -361,15 +420,30 @@ class Run:
 
 
 def load_result(run_dir: Path) -> RunResult:
-    from fsbench.results import read_jsonl
+    """A finished run, validated as every reader of results validates it."""
+    summary = load_run(run_dir)
+    accuracies = torch.tensor(summary.pop("episode_acc"), dtype=torch.float64)
+    del summary["run_dir"], summary["history"]
+    return RunResult(run_dir, summary, accuracies)
 
-    summary = json.loads((run_dir / SUMMARY).read_text())
-    rows = read_jsonl(run_dir / EPISODES)
-    return RunResult(run_dir, summary, torch.tensor([r["accuracy"] for r in rows], dtype=torch.float64))
+
+def _acquire(lock: filelock.BaseFileLock, path: Path, wait: bool) -> bool:
+    """Take ``lock`` now; with ``wait``, after whoever holds it lets go (said once)."""
+    try:
+        lock.acquire(timeout=0)
+        return True
+    except filelock.Timeout:
+        if not wait:
+            return False
+    for listener in phase_listeners:
+        listener("waiting for another process")
+    console.print(f"[yellow]waiting[/] for another process running {path}")
+    lock.acquire()
+    return True
 
 
-def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:
-    return Run(cfg, show_progress).execute()
+def run(cfg: RunConfig, show_progress: bool = True, wait: bool = False) -> RunResult:
+    return Run(cfg, show_progress).execute(wait)
 
 
 __all__ = ["Run", "RunResult", "run", "load_result", "asdict"]

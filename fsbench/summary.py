@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from fsbench.safetext import text
+
 #: At this console width and above the table has one column per setting.
 WIDE = 110
 
@@ -44,7 +46,7 @@ def results_table(summaries: list[dict[str, Any]], width: int) -> Table:
         table.add_column("eval s", justify="right", no_wrap=True)
         for s in summaries:
             table.add_row(
-                _method(s), s["dataset"], s["eval_split"], s["backbone"],
+                text(_method(s)), text(s["dataset"]), text(s["eval_split"]), text(s["backbone"]),
                 f"{s['way']}-{s['shot']}", str(s["episodes"]), _accuracy(s),
                 f"{_train_seconds(s):.0f}", f"{s['eval_seconds']:.1f}",
             )
@@ -56,7 +58,7 @@ def results_table(summaries: list[dict[str, Any]], width: int) -> Table:
     for s in summaries:
         setting = f"{s['dataset']}/{s['eval_split']} · {s['backbone']} · {s['way']}w{s['shot']}s"
         table.add_row(
-            Text(_method(s), style="bold") + Text("\n" + setting, style="dim"),
+            text(_method(s), style="bold") + Text("\n") + text(setting, style="dim"),
             _accuracy(s) + Text(f"\n{s['episodes']} episodes", style="dim"),
             f"train {_train_seconds(s):.0f} s\neval {s['eval_seconds']:.1f} s",
         )
@@ -69,9 +71,9 @@ def print_summary(summaries: list[dict[str, Any]], where: Path | None = None,
     console.print(results_table(summaries, console.size.width))
     for s in summaries:
         if line := throughput_line(s):
-            console.print(line)
+            console.print(text(line))
     if where is not None:
-        console.print(f"results: {where}")
+        console.print(text(f"results: {where}"))
 
 
 def throughput_line(s: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ def df(tmp_path):
             )
             make_run(root, method, [base + delta, base + delta - 0.1], shot=shot, history=history)
     make_run(root, "mtl", [0.7, 0.6], shot=1, seed=1, history=curve([0, 10], [41.0, 47.0]))
-    make_run(root, "mtl", [0.6], shot=1, dataset="fc100", eval_split="val")  # no history
+    make_run(root, "mtl", [0.6, 0.5], shot=1, dataset="fc100", eval_split="val")  # no history
     return load_runs(root)
 
 

@@ -112,7 +112,7 @@ def test_bad_run_dirs_give_one_line_errors(tmp_path, damage, message):
 
 
 def test_missing_summary_field_and_bad_paths(tmp_path):
-    run = make_run(tmp_path, "mtl", [0.5])
+    run = make_run(tmp_path, "mtl", [0.5, 0.6])
     summary = json.loads((run / "summary.json").read_text())
     del summary["shot"]
     (run / "summary.json").write_text(json.dumps(summary))
@@ -126,7 +126,7 @@ def test_missing_summary_field_and_bad_paths(tmp_path):
 
 
 def test_wrong_type_in_summary(tmp_path):
-    make_run(tmp_path, "mtl", [0.5], shot="one")
+    make_run(tmp_path, "mtl", [0.5, 0.6], shot="one")
     with pytest.raises(ReportError, match="'shot' must be an integer"):
         load_runs(tmp_path)
 
@@ -305,12 +305,13 @@ def test_seed_aggregation_of_legacy_runs_pools_their_different_episodes(tmp_path
 
 
 def test_single_seed_keeps_run_ci_and_duplicates_are_dropped(tmp_path):
-    make_run(tmp_path, "mtl", accs(0.6), ci95=9.9, created="2024-01-01T00:00:00")
-    make_run(
-        tmp_path, "mtl", accs(0.4), ci95=1.1, created="2024-02-01T00:00:00"
+    make_run(tmp_path, "mtl", accs(0.6, spread=0.3), created="2024-01-01T00:00:00")
+    newer = make_run(
+        tmp_path, "mtl", accs(0.4), created="2024-02-01T00:00:00"
     )  # same seed, newer
+    ci95 = json.loads((newer / "summary.json").read_text())["ci95"]
     agg = aggregate(load_runs(tmp_path))
-    assert len(agg) == 1 and agg.iloc[0].ci95 == 1.1 and agg.iloc[0].n_seeds == 1
+    assert len(agg) == 1 and agg.iloc[0].ci95 == ci95 and agg.iloc[0].n_seeds == 1
     assert agg.iloc[0].duplicates_dropped == 1
 
 
@@ -400,5 +401,5 @@ def test_cli_bad_input_raises_report_error(tmp_path):
 
 
 def test_nan_times_are_allowed(tmp_path):
-    make_run(tmp_path, "mtl", [0.5], train_seconds=None)
+    make_run(tmp_path, "mtl", [0.5, 0.6], train_seconds=None)
     assert math.isnan(load_runs(tmp_path).iloc[0]["train_seconds"])

@@ -8,6 +8,7 @@ any other timm model name (``resnet10t``, ``vit_tiny_patch16_224``, ...).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import timm
@@ -27,6 +28,7 @@ __all__ = [
     "Conv4",
     "FewShotBackbone",
     "ResNet12",
+    "check_backbone_name",
     "create_backbone",
     "feature_dim",
     "with_image_size",
@@ -47,11 +49,26 @@ class BackboneError(FsbenchError):
     """An unknown backbone name (the message lists the valid ones)."""
 
 
-def _is_known(name: str) -> bool:
-    # 'hf-hub:...' / 'local-dir:...' sources are resolved (and validated) by timm itself.
-    if ":" in name:
-        return True
-    return timm.is_model(name)
+#: An ``hf-hub:`` source: a Hugging Face repository id, ``owner/name``, never a path.
+_HF_HUB = re.compile(r"hf-hub:[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_backbone_name(name: object) -> str:
+    """``name`` if it names a backbone: a timm model name, or ``hf-hub:owner/name``.
+
+    Anything else is a :class:`BackboneError` listing what is valid: an unknown name, and a
+    path in any form (``../x``, ``/tmp/x``, timm's ``local-dir:`` source), which would make timm
+    read files outside fsbench's control and fsbench name a run directory after it.
+    """
+    if isinstance(name, str):
+        hub = _HF_HUB.fullmatch(name) is not None and ".." not in name
+        if hub or timm.is_model(name):
+            return name
+    raise BackboneError(
+        f"unknown backbone {name!r}; fsbench backbones: {', '.join(FSBENCH_BACKBONES)} "
+        "(any timm model name also works, see timm.list_models(), or hf-hub:OWNER/NAME; "
+        "paths are not backbones)"
+    )
 
 
 def create_backbone(name: str, **kwargs: Any) -> torch.nn.Module:
@@ -62,13 +79,9 @@ def create_backbone(name: str, **kwargs: Any) -> torch.nn.Module:
     Conv-4). ``num_classes`` defaults to 0 and ``pretrained`` to False.
 
     Raises:
-        BackboneError: timm does not know ``name``.
+        BackboneError: ``name`` is not a backbone (see :func:`check_backbone_name`).
     """
-    if not isinstance(name, str) or not _is_known(name):
-        raise BackboneError(
-            f"unknown backbone {name!r}; fsbench backbones: {', '.join(FSBENCH_BACKBONES)} "
-            "(any timm model name also works, see timm.list_models())"
-        )
+    check_backbone_name(name)
     kwargs.setdefault("num_classes", 0)
     kwargs.setdefault("pretrained", False)
     return timm.create_model(name, **kwargs)

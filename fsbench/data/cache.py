@@ -16,13 +16,14 @@ A run uses ``<--cache-dir>/datasets``; one entry per (dataset, source path, opti
 
 An entry whose fingerprint or format differs, or that cannot be read, is prepared again; a
 partial entry whose header (dataset, fingerprint, classes and counts, image shape) differs is
-started afresh.
+started afresh. ``meta.json`` and ``progress.json`` are read strictly and size-bounded
+(:mod:`fsbench.strictjson`): anything the strict reader refuses (NaN, huge integers, deep nesting,
+a file larger than :data:`MAX_SIDECAR_BYTES`) means "prepare again", never a traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -38,6 +39,7 @@ import torch
 from filelock import FileLock
 
 from fsbench.atomic import atomic_write, atomic_write_json
+from fsbench.strictjson import JSONError, read_json
 
 from .base import DataError
 
@@ -47,6 +49,7 @@ FORMAT_VERSION = 2
 ENV_VAR = "FSBENCH_CACHE"
 META, PROGRESS = "meta.json", "progress.json"
 PARTIAL = ".partial"
+MAX_SIDECAR_BYTES = 16 << 20  # meta.json / progress.json hold names, counts and checksums
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -121,11 +124,11 @@ class Entry:
 
 def read_entry(path: Path) -> Entry | None:
     """The entry at ``path``, or None when absent, of another format or inconsistent."""
-    try:
-        meta = json.loads((path / META).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not (path / META).exists():
         return None
-    except (OSError, ValueError) as exc:
+    try:
+        meta = read_json(path / META, MAX_SIDECAR_BYTES)
+    except JSONError as exc:  # unreadable, too large, NaN, deep nesting...: prepare again
         log.warning("cache entry %s is unreadable (%s); preparing it again", path, exc)
         return None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
@@ -162,8 +165,8 @@ def list_entries(cache_dir: Path) -> list[tuple[str, dict[str, Any], bool]]:
             continue
         complete = not path.name.endswith(PARTIAL)
         try:
-            data = json.loads((path / (META if complete else PROGRESS)).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = read_json(path / (META if complete else PROGRESS), MAX_SIDECAR_BYTES)
+        except JSONError:
             continue
         if isinstance(data, dict):
             out.append((path.name.removesuffix(PARTIAL), data, complete))
@@ -198,13 +201,13 @@ class PartialEntry:
     def start(self) -> dict[str, dict[str, Any]]:
         """Resume (returns the records of the classes already written) or create the files."""
         try:
-            progress = json.loads((self.dir / PROGRESS).read_text(encoding="utf-8"))
+            progress = read_json(self.dir / PROGRESS, MAX_SIDECAR_BYTES)
             if progress.get("header") == self.header and all(
                 self._images_path(s).is_file() for s in self.header["splits"]
             ):
                 self.done = dict(progress["done"])
                 return self.done
-        except (OSError, ValueError, AttributeError, KeyError):
+        except (JSONError, AttributeError, KeyError, TypeError, ValueError):
             pass
         if self.dir.exists():
             log.info("discarding partial cache entry %s (another source or version)", self.dir)

@@ -209,14 +209,22 @@ def cached_entry(source: Source, cache_dir: Path) -> Entry | None:
 
 
 def to_dataset(entry: Entry) -> FewShotDataset:
-    """The memory-mapped dataset of a cache entry."""
+    """The memory-mapped dataset of a cache entry.
+
+    An entry whose ``meta.json`` lacks what a dataset needs (written by another version, or
+    edited) is a one-line error naming it, before any work.
+    """
     meta = entry.meta
-    splits = {}
-    for name in (s for s in SPLITS if s in meta["shapes"]):
-        images, labels = entry.split_arrays(name)
-        splits[name] = Split(name, images, labels, tuple(meta["classes"][name]))
-    return FewShotDataset(meta["dataset"], splits, tuple(meta["mean"]), tuple(meta["std"]),
-                          tuple(meta["notes"]))
+    try:
+        splits = {}
+        for name in (s for s in SPLITS if s in meta["shapes"]):
+            images, labels = entry.split_arrays(name)
+            splits[name] = Split(name, images, labels, tuple(str(c) for c in meta["classes"][name]))
+        return FewShotDataset(str(meta["dataset"]), splits, tuple(float(v) for v in meta["mean"]),
+                              tuple(float(v) for v in meta["std"]), tuple(str(n) for n in meta["notes"]))
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise DataError(f"cache entry {entry.path} does not hold a dataset fsbench can read "
+                        f"({type(exc).__name__}: {exc}); delete {entry.path} to prepare it again") from None
 
 
 def in_memory(source: Source, progress: bool = True) -> FewShotDataset:

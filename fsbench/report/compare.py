@@ -414,9 +414,11 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
 
 
 def compare_table(report: CompareReport):
-    """The report as a rich Table."""
+    """The report as a rich Table; data strings as :func:`fsbench.safetext.text` (inert)."""
     from rich.table import Table
     from rich.text import Text
+
+    from fsbench.safetext import text
 
     table = Table(
         title="fsbench compare: new vs baseline",
@@ -458,8 +460,8 @@ def compare_table(report: CompareReport):
         style = _STATUS_STYLE[row.status]
         table.add_row(
             Text(row.status.upper() if row.failed else row.status, style=style),
-            Text(row.method, style="bold" if row.failed else ""),
-            Text(row.setting),
+            text(row.method, style="bold" if row.failed else ""),
+            text(row.setting),
             ",".join(map(str, seeds)),
             _fmt(row.baseline_accuracy),
             _fmt(row.new_accuracy),
@@ -467,6 +469,6 @@ def compare_table(report: CompareReport):
             row.test or "–",
             times("train"),
             times("eval"),
-            Text("; ".join(row.reasons + row.notes), style=style if row.reasons else "dim"),
+            text("; ".join(row.reasons + row.notes), style=style if row.reasons else "dim"),
         )
     return table

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.text import Text
+
 from fsbench.errors import ConfigError, FsbenchError
 from fsbench.sweep.grid import AXES, GridSpec, grid_configs, load_grid_file, parse_list
 
-__all__ = ["add_sweep_arguments", "execute_sweep", "sweep_options"]
+__all__ = ["add_sweep_arguments", "check_options", "execute_sweep", "sweep_options"]
 
 SWEEP_EXAMPLES = """\
 examples:
@@ -45,7 +47,9 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="CPUs (torch threads) per job (default: local, its share of the threads; ray / slurm, 1)")
     ex.add_argument("--gpus-per-job", type=int,
                     help="ray / slurm: GPUs per job (default: 1 where the cluster has GPUs, else 0)")
-    ex.add_argument("--retries", type=int, default=3, help="ray: retries of a task lost with its worker (default 3)")
+    ex.add_argument("--retries", type=int, default=3,
+                    help="local / ray: retries of a job lost with its worker process (killed, out "
+                         "of memory); a job's own error is not retried (default 3)")
     ex.add_argument("--ray-address", help="ray: auto, or HOST:PORT of a running cluster (default: start a local one)")
     ex.add_argument("--ray-shared-cache", action="store_true",
                     help="ray: every node sees --cache-dir; pre-trained weights pass through it, not the object store")
@@ -106,14 +110,28 @@ def build_executor(args: argparse.Namespace, output: Path):
         raise FsbenchError(f"executor {args.executor!r} cannot start ({exc}){hint}") from None
 
 
+#: Executor options and the least value each takes.
+MINIMUMS = {"workers": 1, "cpus_per_job": 1, "gpus_per_job": 0, "retries": 0, "slurm_time": 1}
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """The executor options' values and the executor's name, before anything is planned."""
+    from fsbench.plugins import default_registry
+
+    for name, least in MINIMUMS.items():
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+    default_registry().executor(args.executor)  # an unknown name: one line listing the known
+
+
 def execute_sweep(args: argparse.Namespace):
     """Plan, then (unless ``--dry-run``) run; returns the plan and the outcome (None if dry)."""
     from fsbench.progress import console
     from fsbench.sweep.driver import run_sweep
     from fsbench.sweep.plan import build_plan
 
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    check_options(args)
     configs = configs_from_args(args)
     plan = build_plan(configs)
     output = Path(configs[0].output)
@@ -122,6 +140,6 @@ def execute_sweep(args: argparse.Namespace):
         return plan, None
     executor = build_executor(args, output)
     if not args.quiet:
-        console.print(plan.describe(limit=10))
+        console.print(Text(plan.describe(limit=10)))
     outcome = run_sweep(plan, executor, show=not args.quiet)
     return plan, outcome

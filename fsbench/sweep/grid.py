@@ -41,6 +41,7 @@ from fsbench.config import (
     load_config_file,
 )
 from fsbench.errors import ConfigError
+from fsbench.strictjson import check_parsed
 
 __all__ = ["AXES", "SINGLE", "Axis", "expand", "grid_configs", "load_grid_file", "parse_list"]
 
@@ -208,11 +209,13 @@ class GridSpec:
 def load_grid_file(path: Path) -> GridSpec:
     """Read a grid TOML file (see the module docstring)."""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = check_parsed(tomllib.loads(Path(path).read_text()), f"grid file {path}")
     except OSError as exc:
         raise ConfigError(f"cannot read grid file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"grid file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"grid file {path} is nested too deeply") from None
     top_axes, single, top_over = _split_table(data, "")
     grids = data.get("grid", [{}])
     if isinstance(grids, dict):

@@ -20,7 +20,6 @@ Progress: ``emit`` (if given) receives ``{"job", "state": "running" | "phase", "
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -31,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fsbench import strictjson
 from fsbench.config import RunConfig
 
 Emit = Callable[[dict[str, Any]], None]
@@ -141,7 +141,7 @@ def _run(cfg: RunConfig, pretrain: dict[str, Any] | None, scratch: bool) -> dict
     if pretrain is not None and pretrain.get("files"):
         install_cache_entry(cfg.cache_dir or default_cache_dir(), pretrain["files"])
     if not scratch:
-        result = run(cfg, show_progress=False)
+        result = run(cfg, show_progress=False, wait=True)  # another sweep's run: wait, never name-2
         return {"run_name": result.run_dir.name, "summary": result.summary}
     tmp = Path(tempfile.mkdtemp(prefix="fsbench-sweep-"))
     try:
@@ -165,7 +165,7 @@ def write_run_files(run_dir: Path, files: dict[str, bytes], output: Path) -> Non
         if name not in RUN_FILES:
             raise ValueError(f"refusing to write unexpected run file {name!r}")
         if name == "config.json":
-            config = json.loads(files[name])
+            config = strictjson.loads(files[name], f"{run_dir / name} (from a worker)")
             if isinstance(config.get("run"), dict):
                 config["run"]["output"] = str(output)
             atomic_write_json(run_dir / name, config)

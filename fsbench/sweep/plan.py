@@ -6,9 +6,12 @@ Runs that need no pre-training, or different ones, share nothing and may run in 
 
 Identity comes from the runner: a run's directory is ``OUTPUT/<Run.name>`` (method, dataset,
 backbone, shot, preset, split, seed and a hash of the resolved config), and a run whose
-``summary.json`` is there is done. A pre-training whose cache file exists is done. Planning
-loads each distinct dataset once (decoded and cached, as a run would) to check every run's
-episodes against its splits and to compute the exact cache keys.
+``summary.json`` is there and validates (:func:`fsbench.results.load_run`) is done; one that does
+not validate is *damaged*: it runs again, its files moved aside first. A pre-training whose cache
+file exists is done (and that file must be a pre-trained backbone fsbench wrote). Planning
+checks ``--output`` and the cache folder (:mod:`fsbench.preflight`) and loads each distinct
+dataset once (decoded and cached, as a run would) to check every run's episodes against its
+splits and to compute the exact cache keys; every problem is a one-line error before any job.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any
 
 from fsbench.config import RunConfig
 from fsbench.errors import ConfigError, FsbenchError
-from fsbench.results import SUMMARY
+from fsbench.preflight import check_pretrained_cache
+from fsbench.results import SUMMARY, run_damage
 
 __all__ = ["Plan", "PretrainJob", "RunJob", "build_plan"]
 
@@ -50,6 +54,7 @@ class RunJob:
     run_dir: Path
     pretrain: str | None  # id of the PretrainJob it needs
     done: bool
+    damage: str | None = None  # why its finished results do not validate (it runs again)
 
     @property
     def label(self) -> str:
@@ -88,9 +93,10 @@ class Plan:
             pre_lines.append(f"  [{state:>10}] {p.id}  <- needed by {len(p.runs)} run(s)  ({p.path})")
         run_lines = []
         for r in self.runs.values():
-            state = "done" if r.done else "to run"
+            state = "done" if r.done else "damaged" if r.damage else "to run"
             after = f"  after {r.pretrain}" if r.pretrain else ""
-            run_lines.append(f"  [{state:>10}] run {r.id}{after}")
+            why = f"  ({r.damage}; moved aside when it runs)" if r.damage else ""
+            run_lines.append(f"  [{state:>10}] run {r.id}{after}{why}")
         for title, block in (("pre-training jobs", pre_lines), ("run jobs", run_lines)):
             lines.append(f"{title}:")
             shown = block if limit is None else block[:limit]
@@ -120,79 +126,96 @@ def build_plan(configs: Iterable[RunConfig]) -> Plan:
     """Resolve and check every run, then group them by the pre-training they need.
 
     Raises :class:`ConfigError` (one line, naming the run) before anything runs when a run is
-    invalid: unknown method or preset, bad override, episodes its dataset cannot supply.
+    invalid: unknown method, preset or backbone, bad override, episodes its dataset cannot
+    supply, an output or cache folder that cannot be used, a cached pre-training that is not one.
     """
-    from fsbench.engine.pretrain import cache_key, probe_spec
-    from fsbench.episodes import EpisodeSpec
-    from fsbench.runner import Run
-
     began = time.perf_counter()
-    load = _dataset_loader()
-    pretrains: dict[str, PretrainJob] = {}
-    runs: dict[str, RunJob] = {}
-    checked: set[tuple[Any, ...]] = set()
-    pre_memo: dict[tuple[Any, ...], tuple[str, Path]] = {}
-    notes: list[str] = []
+    planner = _Planner()
     for cfg in configs:
         where = f"run {cfg.method} (dataset {cfg.dataset}, shot {cfg.shot}, seed {cfg.seed})"
         try:
-            run = Run(cfg, show_progress=False)
-        except FsbenchError as exc:
-            if not (cfg.device.startswith("cuda") and "CUDA" in str(exc)):
-                raise ConfigError(f"grid: {where}: {exc}") from None
-            # A driver without the GPUs its workers have: plan with the CPU's resolution of the
-            # precision policy (it names runs and pre-trainings only when not fp32).
-            run = Run(replace(cfg, device="cpu"), show_progress=False)
-            note = ("device cuda is not available where the sweep is planned: names and cache keys "
-                    "assume --precision resolves as on this CPU; pass --precision explicitly if not")
-            if note not in notes:
-                notes.append(note)
-        name = run.name
-        if name in runs:
-            continue
-        preset = run.preset
-        try:
-            dataset = load(cfg, run.cache_dir)
+            planner.add(cfg)
         except FsbenchError as exc:
             raise ConfigError(f"grid: {where}: {exc}") from None
+    return Plan(planner.pretrains, planner.runs, seconds=time.perf_counter() - began,
+                notes=planner.notes)
+
+
+class _Planner:
+    """The jobs of a plan, added one run at a time (each check done once per distinct case)."""
+
+    def __init__(self) -> None:
+        self.load = _dataset_loader()
+        self.pretrains: dict[str, PretrainJob] = {}
+        self.runs: dict[str, RunJob] = {}
+        self.notes: list[str] = []
+        self.checked: set[tuple[Any, ...]] = set()
+        self.pre_paths: dict[tuple[Any, ...], Path] = {}
+
+    def add(self, cfg: RunConfig) -> None:
+        run = self._resolve(cfg)
+        name = run.name
+        if name in self.runs:
+            return
+        if ("folders", cfg.output, run.cache_dir) not in self.checked:
+            run.preflight()
+            self.checked.add(("folders", cfg.output, run.cache_dir))
+        dataset = self.load(cfg, run.cache_dir)
+        self._check_episodes(run, dataset)
+        pre_id = self._pretrain(run, dataset) if run.preset.pretrain is not None else None
+        run_dir = Path(cfg.output) / name
+        finished = (run_dir / SUMMARY).exists()
+        damage = run_damage(run_dir) if finished else None
+        self.runs[name] = RunJob(name, cfg, run_dir, pre_id, finished and not damage, damage)
+
+    def _resolve(self, cfg: RunConfig) -> Any:
+        from fsbench.runner import Run
+
+        try:
+            return Run(cfg, show_progress=False)
+        except FsbenchError as exc:
+            if not (cfg.device.startswith("cuda") and "CUDA" in str(exc)):
+                raise
+        # A driver without the GPUs its workers have: plan with the CPU's resolution of the
+        # precision policy (it names runs and pre-trainings only when not fp32).
+        note = ("device cuda is not available where the sweep is planned: names and cache keys "
+                "assume --precision resolves as on this CPU; pass --precision explicitly if not")
+        if note not in self.notes:
+            self.notes.append(note)
+        return Run(replace(cfg, device="cpu"), show_progress=False)
+
+    def _check_episodes(self, run: Any, dataset: Any) -> None:
+        """The runner's checks of the episodes against the splits, before any job starts."""
+        from fsbench.episodes import EpisodeSpec
+
+        cfg, preset = run.cfg, run.preset
         spec = EpisodeSpec(cfg.way, cfg.shot, cfg.query)
         shape_key = (id(dataset), cfg.way, cfg.shot, cfg.query, cfg.eval_split,
                      repr(preset.episodic),
                      preset.episodic is not None or preset.pretrain is not None)
-        if shape_key not in checked:
-            try:  # the same checks as the runner, before any job starts
-                spec.check(dataset.split(cfg.eval_split), "eval")
-                if preset.episodic is not None:
-                    train_way = getattr(preset.episodic, "train_way", None) or cfg.way
-                    EpisodeSpec(train_way, cfg.shot, preset.episodic.train_query).check(
-                        dataset.split("train"), "train")
-                if preset.episodic is not None or preset.pretrain is not None:
-                    spec.check(dataset.split("val"), "val")
-            except FsbenchError as exc:
-                raise ConfigError(f"grid: {where}: {exc}") from None
-            checked.add(shape_key)
-        pre_id = None
-        if preset.pretrain is not None:
-            memo = (id(dataset), preset.backbone, repr(sorted(preset.backbone_kwargs.items())),
-                    preset.pretrain, run.preset_name, cfg.seed, cfg.way, str(run.cache_dir),
-                    _precision(run))
-            if memo not in pre_memo:
-                probe = probe_spec(spec, dataset.split("val"))
-                key = cache_key(dataset, preset.backbone, preset.backbone_kwargs, preset.pretrain,
-                                run.preset_name, cfg.seed, probe, *_precision(run))
-                pre_memo[memo] = (key, run.cache_dir / "pretrained" / f"{key}.pt")
-            key, path = pre_memo[memo]
-            pre_id = f"pretrain:{key}"
-            if pre_id not in pretrains:
-                pretrains[pre_id] = PretrainJob(pre_id, key, cfg, path, path.exists())
-            pretrains[pre_id].runs.append(name)
-        run_dir = Path(cfg.output) / name
-        runs[name] = RunJob(name, cfg, run_dir, pre_id, (run_dir / SUMMARY).exists())
-    return Plan(pretrains, runs, seconds=time.perf_counter() - began, notes=notes)
+        if shape_key in self.checked:
+            return
+        spec.check(dataset.split(cfg.eval_split), "eval")
+        if preset.episodic is not None:
+            train_way = getattr(preset.episodic, "train_way", None) or cfg.way
+            EpisodeSpec(train_way, cfg.shot, preset.episodic.train_query).check(
+                dataset.split("train"), "train")
+        if preset.episodic is not None or preset.pretrain is not None:
+            spec.check(dataset.split("val"), "val")
+        self.checked.add(shape_key)
 
-
-def _precision(run: Any) -> tuple[str, ...]:
-    """The resolved precision the pre-training's cache key includes (as the runner passes it)."""
-    precision = getattr(run, "precision", None)
-    dtype = getattr(precision, "dtype", None)
-    return (dtype,) if isinstance(dtype, str) else ()
+    def _pretrain(self, run: Any, dataset: Any) -> str:
+        """The id of the pre-training job ``run`` needs (added, and its cache file checked, once)."""
+        cfg, preset = run.cfg, run.preset
+        memo = (id(dataset), preset.backbone, repr(sorted(preset.backbone_kwargs.items())),
+                preset.pretrain, run.preset_name, cfg.seed, cfg.way, str(run.cache_dir),
+                run.precision.dtype)
+        if memo not in self.pre_paths:
+            self.pre_paths[memo] = run.pretrain_path(dataset)
+        path = self.pre_paths[memo]
+        pre_id = f"pretrain:{path.stem}"
+        if pre_id not in self.pretrains:
+            check_pretrained_cache(path)
+            self.pretrains[pre_id] = PretrainJob(pre_id, path.stem, cfg, path, path.exists())
+        self.pretrains[pre_id].runs.append(run.name)
+        return pre_id

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fsbench import strictjson
 from fsbench.errors import ConfigError, FsbenchError
 from fsbench.sweep.executors import Executor, ExecutorOptions, Report, Work, missing_extra
 
@@ -200,10 +201,13 @@ class SlurmExecutor(Executor):
                                     "error": f"its pre-training {job.key} failed"})
 
 
+MAX_STATUS_BYTES = 16 << 20  # a status holds one event: a phase, or a result with its summary
+
+
 def _read_status(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return strictjson.read_json(path, MAX_STATUS_BYTES)
+    except strictjson.JSONError:  # not written yet, half-written, or refused
         return None
 
 
