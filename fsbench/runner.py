@@ -34,6 +34,7 @@ from fsbench.engine.precision import resolve_precision
 from fsbench.engine.pretrain import PretrainResult
 from fsbench.episodes import EpisodeSampler, EpisodeSpec
 from fsbench.errors import ConfigError, DivergenceError, FsbenchError, PluginError
+from fsbench.fingerprint import fingerprint, flat_overrides, run_settings
 from fsbench.hookspecs import MethodRecord
 from fsbench.method import Method, MethodContext
 from fsbench.plugins import default_registry, describe_failure
@@ -253,6 +254,7 @@ class Run:
             ))
         eval_seconds = time.perf_counter() - began
         acc, ci = mean_ci95(accs.numpy() * 100)
+        settings = run_settings(self.resolved, self.precision.dtype)  # fsbench.fingerprint
         summary = {
             "run_id": run_dir.name, "method": cfg.method, "dataset": dataset.name,
             "backbone": preset.backbone, "way": cfg.way, "shot": cfg.shot, "query": cfg.query,
@@ -277,6 +279,8 @@ class Run:
             "meta_train_episodes": train_log.tasks,
             "meta_train_episodes_per_s": train_log.episodes_per_s,
             "plugin": self.record.plugin, "created": datetime.now(UTC).isoformat(),
+            "config_fingerprint": fingerprint(settings), "settings": settings,
+            "overrides": flat_overrides(cfg.overrides),
         }
         atomic_write_jsonl(run_dir / EPISODES,
                            ({"index": i, "accuracy": float(a)} for i, a in enumerate(accs.tolist())))
