@@ -377,7 +377,8 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """``fsbench compare``: 1 on regression or missing configuration, 0 otherwise."""
-    from fsbench.report.compare import compare_runs, compare_table
+    from fsbench.report.compare import compare_runs
+    from fsbench.report.gate_table import compare_table
 
     report = compare_runs(
         args.baseline,
