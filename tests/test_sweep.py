@@ -339,18 +339,6 @@ def test_slurm_needs_a_shared_filesystem(tmp_path, monkeypatch):
     executor.check(work)
 
 
-def test_the_readme_ablation_grid_expands_to_the_paper_table():
-    grid = Path(__file__).resolve().parents[1] / "docs" / "ablation-grid.toml"
-    cfgs = configs_from_args(_args(str(grid)))
-    assert len(cfgs) == 4 * 3 * (2 + 3)
-    cells = {(c.dataset, c.shot) for c in cfgs}
-    assert cells == {("miniimagenet", 1), ("miniimagenet", 5), ("fc100", 1), ("fc100", 5), ("fc100", 10)}
-    assert {c.method for c in cfgs} == {"scratch", "finetune", "mtl", "mtl_ht"}
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    body = "\n".join(line for line in grid.read_text().splitlines() if not line.startswith("#")).strip()
-    assert body in readme  # the README shows this very file
-
-
 def test_live_view_shows_each_job_its_phase_result_error_and_totals():
     from rich.console import Console
 
