@@ -121,7 +121,7 @@ def test_hard_tasks_on_and_off_give_two_seed_level_rows_of_two_seeds(tmp_path):
     df = _two_seed_folder(tmp_path)
     per_seed = paired_table(df, "protonet")
     assert len(per_seed) == 4 and per_seed.groupby("label")["seed"].apply(tuple).to_dict() == {
-        "mtl (hard_tasks=off)": (0, 1), "mtl (hard_tasks=on, ht_mode=extra)": (0, 1)}
+        "mtl (hard_tasks=off)": (0, 1), "mtl (hard_tasks=on)": (0, 1)}
     across = seed_paired_table(per_seed).set_index("label")
     assert across["n_seeds"].tolist() == [2, 2] and across["seeds"].tolist() == [(0, 1), (0, 1)]
     for label, row in across.iterrows():
@@ -130,7 +130,7 @@ def test_hard_tasks_on_and_off_give_two_seed_level_rows_of_two_seeds(tmp_path):
         assert row["mean_diff"] == pytest.approx(expected.mean_diff)
         assert row["ci95"] == pytest.approx(expected.ci95)  # t with 1 degree of freedom, not 3
     md = render(seed_paired_view(seed_paired_table(per_seed)), "markdown")
-    assert "0,0,1,1" not in md and "mtl (hard_tasks=on, ht_mode=extra)" in md
+    assert "0,0,1,1" not in md and "mtl (hard_tasks=on)" in md
 
 
 def test_reference_runs_at_600_and_1000_episodes_are_not_mixed(tmp_path):
@@ -170,3 +170,18 @@ def test_a_difference_without_spread_reads_not_testable(tmp_path):
     assert view.cells.loc["mtl", "significant"] == "not testable"
     assert view.cells.loc["maml", "significant"] == "yes"
     assert any(note.startswith("not testable") for note in view.notes)
+
+
+def test_hard_task_settings_are_named_only_where_they_tell_cells_apart(tmp_path):
+    """Hard-task settings exist only while hard tasks are on: off vs on says enough."""
+    ht = {"hard_tasks.enabled": True, "hard_tasks.every": 1, "hard_tasks.count": None,
+          "hard_tasks.fill": "confused", "hard_tasks.mode": "extra"}
+    recorded_run(tmp_path / "a", "mtl", accs(0.5))
+    recorded_run(tmp_path / "a", "mtl", accs(0.5), **ht)
+    assert sorted(aggregate(load_runs(tmp_path / "a"))["label"]) == ["mtl (hard_tasks=off)", "mtl (hard_tasks=on)"]
+    recorded_run(tmp_path / "a", "mtl", accs(0.5), **{**ht, "hard_tasks.mode": "replace"})
+    assert sorted(aggregate(load_runs(tmp_path / "a"))["label"]) == [
+        "mtl (hard_tasks=off)", "mtl (hard_tasks=on, ht_mode=extra)", "mtl (hard_tasks=on, ht_mode=replace)"]
+    recorded_run(tmp_path / "b", "mtl", accs(0.5))  # a setting only one recorded cell has: named
+    recorded_run(tmp_path / "b", "mtl", accs(0.5), **{"hparams.new_option": 2})
+    assert sorted(aggregate(load_runs(tmp_path / "b"))["label"]) == ["mtl", "mtl (new_option=2)"]

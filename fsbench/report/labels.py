@@ -25,8 +25,6 @@ def method_sort_key(method: str, order: Sequence[str] = PAPER_ORDER) -> tuple[in
 #: The settings that make a table's columns; a row label names the others that differ.
 COLUMN_KEYS: tuple[str, ...] = ("dataset", "way", "shot", "eval_split")
 
-_MISSING = object()  # a setting a cell does not have
-
 
 def row_labels(agg: pd.DataFrame, *, paper_names: bool = False) -> list[str]:
     """A label per aggregated cell: the method, plus the settings that tell it apart from the
@@ -49,7 +47,8 @@ def row_labels(agg: pd.DataFrame, *, paper_names: bool = False) -> list[str]:
             if mixed and not cell["recorded"]:
                 parts.append("settings not recorded")
             labels[index] = base + (f" ({', '.join(parts)})" if parts else "")
-    # Never two cells under one label in one column (cannot happen unless settings collide).
+    # Never two cells under one label in one column (only unrecorded cells can get there: one of
+    # them lacks a setting the other has); the fingerprint tells them apart.
     columns = [tuple(r) for r in agg[list(COLUMN_KEYS)].itertuples(index=False)]
     clash = pd.Series(list(zip(labels, columns, strict=True)), index=agg.index).duplicated(keep=False)
     labels[clash] = [f"{lab} [{fp[:8]}]" for lab, fp in zip(labels[clash], agg["fingerprint"][clash], strict=True)]
@@ -58,18 +57,19 @@ def row_labels(agg: pd.DataFrame, *, paper_names: bool = False) -> list[str]:
 
 def distinguishing_keys(cells: pd.DataFrame) -> list[str]:
     """The settings in which two of ``cells`` (one method's) that share a column differ, in the
-    settings' own order. Cells that both recorded their settings also differ in a setting only
-    one of them has; a recorded and an unrecorded cell are compared on the keys both have."""
+    settings' own order: those both have with different values. A setting only one of them has
+    is named only when that is all that tells two recorded cells apart (hard-task settings exist
+    only while hard tasks are on: ``hard_tasks=on`` says enough); a recorded and an unrecorded
+    cell are compared on the settings both have."""
     order = {k: i for i, k in enumerate(dict.fromkeys(k for s in cells["settings"] for k in s))}
     found: set[str] = set()
     for _, column in cells.groupby(list(COLUMN_KEYS), sort=False):
         members = list(zip(column["settings"], column["recorded"], strict=True))
         for i, (a, rec_a) in enumerate(members):
             for b, rec_b in members[i + 1:]:
-                keys = (a.keys() | b.keys()) if rec_a and rec_b else (a.keys() & b.keys())
-                found.update(k for k in keys if a.get(k, _MISSING) != b.get(k, _MISSING))
+                differ = {k for k in a.keys() & b.keys() if a[k] != b[k]}
+                found |= differ or (a.keys() ^ b.keys() if rec_a and rec_b else set())
     return sorted(found - set(COLUMN_KEYS), key=order.__getitem__)
-
 
 
 def short_name(key: str, keys: Sequence[str]) -> str:
