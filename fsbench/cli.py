@@ -104,12 +104,14 @@ def add_run_arguments(p: argparse.ArgumentParser, method_required: bool = True) 
     ht = p.add_argument_group("hard-task meta-batch (any episodic method)")
     ht.add_argument("--hard-tasks", action=argparse.BooleanOptionalAction, default=None,
                     help="train on hard-task meta-batches (default: on for *_ht methods)")
-    ht.add_argument("--ht-every", type=_positive, help="compose a hard meta-batch every N meta-batches (default 1)")
+    ht.add_argument("--ht-every", type=_positive,
+                    help="a hard meta-batch after every N regular ones (hard ones are not counted; default 1)")
     ht.add_argument("--ht-count", type=_positive, help="hard tasks per hard meta-batch (default: the meta-batch size)")
     ht.add_argument("--ht-mode", choices=HT_MODES,
-                    help="extra: hard meta-batches are added, the lr schedule counts regular "
-                         "meta-iterations only (the paper); replace: compute-matched, a hard "
-                         "meta-batch takes the place of a regular one (default extra)")
+                    help="extra: each hard meta-batch is trained in addition, right after the "
+                         "N-th regular one, and the lr schedule counts regular meta-iterations only "
+                         "(the paper); replace: compute-matched, it takes the place of the next "
+                         "regular one, so each cycle is N regular + 1 hard (default extra)")
     ht.add_argument("--ht-fill", choices=HT_FILL_RULES,
                     help="how to complete a hard task with fewer failure classes than --way (default confused)")
     p.add_argument("--config", type=Path, help="TOML/JSON file of overrides: [hparams], [episodic], [pretrain] tables")
@@ -384,7 +386,8 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """``fsbench compare``: 1 on regression or missing configuration, 0 otherwise."""
-    from fsbench.report.compare import compare_runs, compare_table
+    from fsbench.report.compare import compare_runs
+    from fsbench.report.gate_table import compare_table
 
     report = compare_runs(
         args.baseline,

@@ -72,10 +72,11 @@ class EpisodicConfig:
 class HardTaskConfig:
     """The hard-task (HT) meta-batch of MTL (Sun et al., CVPR 2019, Algorithm 1).
 
-    After each ``every`` meta-batches, the failure class of each task seen since the last hard
-    batch (the class with the lowest query accuracy) is recorded; ``count`` hard tasks are then
-    composed from those classes with freshly drawn images and trained on as an extra meta-batch,
-    and the failure set is emptied. When there are fewer distinct failure classes than ``way``,
+    The failure class of each task (the class with the lowest query accuracy) is recorded; after
+    every ``every`` regular meta-batches, ``count`` hard tasks are composed from the classes
+    recorded since the last hard batch with freshly drawn images and trained on as a hard
+    meta-batch (``mode``: in addition, or in the place of the next regular one), and the failure
+    set is emptied. When there are fewer distinct failure classes than ``way``,
     ``fill`` completes each hard task: ``confused`` adds the classes the failure classes were
     most often mistaken for (then random ones), ``random`` adds random train classes.
     """

@@ -79,6 +79,7 @@ OPTIONAL_FIELDS: dict[str, Any] = {
     "device": "",
     "created": "",
     "paper_backbone": "",  # the method's paper-preset backbone (report --paper checks it)
+    "config_fingerprint": "",  # fsbench.fingerprint: runs equal on it differ at most in seed
 }
 
 

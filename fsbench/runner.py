@@ -38,12 +38,12 @@ from fsbench.engine.precision import resolve_precision
 from fsbench.engine.pretrain import PretrainResult
 from fsbench.episodes import EpisodeSampler, EpisodeSpec
 from fsbench.errors import ConfigError, DivergenceError, FsbenchError, PluginError
+from fsbench.fingerprint import fingerprint, flat_overrides, run_settings
 from fsbench.hookspecs import MethodRecord
 from fsbench.method import Method, MethodContext
 from fsbench.plugins import default_registry, describe_failure
 from fsbench.preflight import check_cache_folder, check_pretrained_cache, writable_folder
 from fsbench.progress import bar, console, phase_listeners
-from fsbench.safetext import text
 from fsbench.results import (
     CHECKPOINT,
     CONFIG,
@@ -54,6 +54,7 @@ from fsbench.results import (
     run_damage,
     set_aside,
 )
+from fsbench.safetext import text
 from fsbench.stats import CI_FORMULA, mean_ci95
 
 #: Characters a run directory's name may take from a method, dataset, backbone or preset name.
@@ -298,6 +299,7 @@ class Run:
             ))
         eval_seconds = time.perf_counter() - began
         acc, ci = mean_ci95(accs.numpy() * 100)
+        settings = run_settings(self.resolved, self.precision.dtype)  # fsbench.fingerprint
         summary = {
             "run_id": run_dir.name, "method": cfg.method, "dataset": self.dataset_label,
             "train_dataset": dataset.name, "eval_dataset": eval_data.name,
@@ -323,6 +325,8 @@ class Run:
             "meta_train_episodes": train_log.tasks,
             "meta_train_episodes_per_s": train_log.episodes_per_s,
             "plugin": self.record.plugin, "created": datetime.now(UTC).isoformat(),
+            "config_fingerprint": fingerprint(settings), "settings": settings,
+            "overrides": flat_overrides(cfg.overrides),
         }
         atomic_write_jsonl(run_dir / EPISODES,
                            ({"index": i, "accuracy": float(a)} for i, a in enumerate(accs.tolist())))

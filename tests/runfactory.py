@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fsbench.fingerprint import fingerprint
 from fsbench.stats import CI_FORMULA, mean_ci95
 
 DEFAULTS: dict[str, Any] = {
@@ -64,6 +65,8 @@ def make_run(
             k += 1
             run_id = f"{base}-{k}"
     summary = {"run_id": run_id, **summary}
+    if isinstance(summary.get("settings"), dict):  # a run that recorded its settings
+        summary.setdefault("config_fingerprint", fingerprint(summary["settings"]))
 
     run_dir = root / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -88,3 +91,28 @@ def curve(steps: list[int], accs: list[float], phase: str = "meta_train") -> lis
         {"phase": phase, "step": s, "val_accuracy": a, "val_ci95": 1.0, "loss": 1.0 / (1 + s)}
         for s, a in zip(steps, accs, strict=True)
     ]
+
+
+def recorded_run(root: str | Path, method: str, accuracies: list[float], *, seed: int = 0,
+                 overrides: dict[str, Any] | None = None, created: str = DEFAULTS["created"],
+                 **settings: Any) -> Path:
+    """A run as this fsbench writes it: ``summary.json`` carries ``settings`` (flat, as
+    :func:`fsbench.fingerprint.run_settings` makes them), ``config_fingerprint`` and ``overrides``.
+
+    ``settings`` replace defaults (``dataset``, ``shot``, ``episode_seed``, ``hparams.lr``,
+    ``hard_tasks.enabled``, ``hard_tasks.mode``...); ``episodes`` defaults to the number of
+    accuracies. The summary fields the settings also name are set to match.
+    """
+    flat: dict[str, Any] = {
+        "method": method, "dataset": DEFAULTS["dataset"], "way": 5, "shot": 1, "query": 15,
+        "episodes": len(accuracies), "episode_seed": 0, "eval_split": "test", "preset": "smoke",
+        "backbone": "conv4", "precision": "fp32", "hparams.lr": 0.001, "episodic.iterations": 30,
+        "hard_tasks.enabled": False,
+    }
+    flat.update(settings)
+    summary = {k: flat[k] for k in ("dataset", "way", "shot", "query", "episodes", "episode_seed",
+                                    "eval_split", "preset", "backbone", "precision")}
+    summary["hard_tasks"] = flat["hard_tasks.enabled"]
+    summary["hard_task_mode"] = flat.get("hard_tasks.mode")
+    return make_run(root, method, accuracies, seed=seed, settings=flat, overrides=overrides or {},
+                    created=created, **summary)

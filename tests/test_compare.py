@@ -18,9 +18,9 @@ from fsbench.report.compare import (
 from fsbench.results import ResultsError as ReportError
 
 try:
-    from runfactory import make_run
+    from runfactory import make_run, recorded_run
 except ImportError:  # tests/ imported as a package
-    from tests.runfactory import make_run
+    from tests.runfactory import make_run, recorded_run
 
 
 def accs(mean: float, n: int = 50, seed: int = 0) -> list[float]:
@@ -223,3 +223,59 @@ def test_hard_tasks_never_drawn_fail_the_gate_even_at_equal_accuracy(tmp_path):
     assert "no hard task drawn" in report.failures[0].reasons[0]
     make_run(tmp_path / "ok", "mtl_ht", values, hard_tasks=True, hard_tasks_used=20)
     assert not compare_runs(tmp_path / "base", tmp_path / "ok").failed
+
+
+# -- matching and verdicts (issue 23) -----------------------------------------------------------
+
+def test_hard_task_modes_and_overrides_are_separate_rows_not_duplicates(tmp_path):
+    ht = {"hard_tasks.enabled": True, "hard_tasks.every": 1, "hard_tasks.mode": "extra"}
+    for side in ("baseline", "new"):
+        recorded_run(tmp_path / side, "mtl", accs(0.6, seed=1), **ht)
+        recorded_run(tmp_path / side, "mtl", accs(0.6, seed=2), **{**ht, "hard_tasks.mode": "replace"})
+        recorded_run(tmp_path / side, "mtl", accs(0.6, seed=3), **{**ht, "hard_tasks.every": 2})
+        recorded_run(tmp_path / side, "protonet", accs(0.5, seed=4))
+        recorded_run(tmp_path / side, "protonet", accs(0.3, seed=5), overrides={"hparams.lr": 1e-12},
+                     **{"hparams.lr": 1e-12})
+    report = compare_runs(tmp_path / "baseline", tmp_path / "new")
+    assert not report.failed and len(report.rows) == 5
+    assert all(r.test == "paired" and not any("duplicate" in n for n in r.notes) for r in report.rows)
+    settings = sorted(r.setting for r in report.rows)
+    assert settings == ["synthetic 1-shot [q15, conv4, smoke, HT, ht_every=2]",
+                        "synthetic 1-shot [q15, conv4, smoke, HT, ht_mode=replace]",
+                        "synthetic 1-shot [q15, conv4, smoke, HT]",
+                        "synthetic 1-shot [q15, conv4, smoke, hparams.lr=1e-12]",
+                        "synthetic 1-shot [q15, conv4, smoke]"]
+
+
+def test_a_reference_of_an_older_fsbench_still_meets_new_runs_whose_defaults_changed(tmp_path):
+    """reference/ci was written without settings; a new default (here hparams.lr) is no reason
+    to unpair a configuration: the gate must see what it changed."""
+    make_run(tmp_path / "baseline", "mtl_ht", accs(0.6, seed=1), hard_tasks=True, hard_task_mode="extra")
+    recorded_run(tmp_path / "new", "mtl_ht", accs(0.3, seed=1), **{
+        "hard_tasks.enabled": True, "hard_tasks.every": 1, "hard_tasks.count": None,
+        "hard_tasks.fill": "confused", "hard_tasks.mode": "extra", "hparams.lr": 0.5})
+    [row] = compare_runs(tmp_path / "baseline", tmp_path / "new").rows
+    assert row.status == "regression" and row.test == "paired"
+
+
+def test_identical_reruns_are_not_testable_and_pass(baseline, tmp_path):
+    report = compare_runs(baseline, copy_runs(baseline, tmp_path / "new"))
+    assert all(r.verdict == "not testable" and r.status == "ok" for r in report.rows)
+    assert all(any(n.startswith("not testable") for n in r.notes) for r in report.rows)
+    assert report.to_dict()["rows"][0]["verdict"] == "not testable"
+
+
+def test_the_same_drop_on_every_episode_fails_though_not_testable(tmp_path):
+    make_run(tmp_path / "baseline", "protonet", [1.0] * 50)
+    make_run(tmp_path / "new", "protonet", [0.2] * 50)  # a method stuck on one class: 20% each
+    [row] = compare_runs(tmp_path / "baseline", tmp_path / "new").rows
+    assert row.verdict == "not testable" and row.status == "regression"
+    assert "the same drop on every one" in row.reasons[0]
+
+
+def test_duplicates_are_named(tmp_path):
+    old = make_run(tmp_path / "baseline", "protonet", accs(0.5, seed=1), created="2024-01-01T00:00:00")
+    make_run(tmp_path / "baseline", "protonet", accs(0.5, seed=1), created="2024-02-01T00:00:00")
+    make_run(tmp_path / "new", "protonet", accs(0.5, seed=1))
+    [row] = compare_runs(tmp_path / "baseline", tmp_path / "new").rows
+    assert any(old.name in n and "duplicate" in n for n in row.notes)

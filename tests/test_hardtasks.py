@@ -260,12 +260,16 @@ def test_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path):
     a.extra_batches(0)  # not due (every=2)
     observe(a, train.batch(range(2, 4)), [4, 0], [1, 1])
     a.extra_batches(1)  # due: used 3
-    observe(a, train.batch(range(4, 6)), [3, 2], [0, 4])  # pending
+    observe(a, train.batch(range(4, 6)), [3, 2], [0, 4])  # pending: one regular batch of two
     atomic_torch_save({"strategy": a.state()}, tmp_path / "ckpt.pt")
     b = strategy(split, every=2, count=3)
     b.load_state(safe_torch_load(tmp_path / "ckpt.pt")["strategy"])
     assert b.hard_tasks_used == a.hard_tasks_used == 3
     assert b.recorded == a.recorded and len(b.recorded) == 2
+    assert a.regular_since_hard == b.regular_since_hard == 1
+    assert a.extra_batches(2) == b.extra_batches(2) == []  # one regular batch since: not due
+    for s in (a, b):
+        observe(s, train.batch(range(6, 8)), [1, 2], [0, 0])
     ea, eb = a.extra_batches(3), b.extra_batches(3)
     assert torch.equal(ea[0].classes, eb[0].classes)
     assert torch.equal(ea[0].support_idx, eb[0].support_idx)
@@ -307,8 +311,10 @@ def test_runner_reports_hard_tasks_used(tmp_path: Path, every: int, count: int):
     assert summary["hard_task_mode"] == "extra"
 
 
-def _meta_train_protonet(mode: str, iterations: int = 6):
-    """ProtoNet (smoke) meta-trained with a hard meta-batch every 2 iterations, lr decay every 1."""
+def _meta_train_protonet(mode: str, iterations: int = 6, every: int = 2, val_every: int | None = None,
+                         checkpoint: Path | None = None):
+    """ProtoNet (smoke) meta-trained with a hard meta-batch after every ``every`` regular ones,
+    lr decay every 1."""
     from fsbench.config import resolve_preset
     from fsbench.data import load_dataset
     from fsbench.data.base import Normalizer
@@ -318,7 +324,7 @@ def _meta_train_protonet(mode: str, iterations: int = 6):
 
     preset = resolve_preset(PRESETS["smoke"], {
         "hparams": {"lr_decay_every": 1},
-        "episodic": {"iterations": iterations, "val_every": iterations, "val_episodes": 4}})
+        "episodic": {"iterations": iterations, "val_every": val_every or iterations, "val_episodes": 4}})
     data = load_dataset("synthetic", None, None, progress=False)
     train = data.split("train")
     torch.manual_seed(0)
@@ -326,10 +332,10 @@ def _meta_train_protonet(mode: str, iterations: int = 6):
         preset=preset, backbone=preset.backbone, backbone_kwargs=dict(preset.backbone_kwargs),
         num_train_classes=train.num_classes, image_shape=train.image_shape, device="cpu", seed=0,
         way=5, shot=1))
-    hard = HardTaskConfig(enabled=True, every=2, mode=mode)
+    hard = HardTaskConfig(enabled=True, every=every, mode=mode)
     log = meta_train(method, data.name, train, data.split("val"), EpisodeSpec(5, 1, 5),
                      preset.episodic, hard, Normalizer(data.mean, data.std, "cpu"), 0,
-                     show_progress=False)
+                     checkpoint=checkpoint, show_progress=False)
     return method, log
 
 
@@ -342,9 +348,52 @@ def test_extra_hard_batches_leave_the_learning_rate_schedule_to_the_iterations()
 
 def test_replace_mode_is_compute_matched():
     method, log = _meta_train_protonet("replace")
-    # Hard batches due after the 2nd and 4th iterations (every=2) take the place of the 3rd and
-    # 5th; the one due after the last iteration is never trained.
+    # every=2: regular, regular, hard, regular, regular, hard (the 3rd and 6th iterations).
     assert method.outer_updates == log.outer_updates == 6
     assert method.scheduler.last_epoch == 6
     assert log.hard_tasks_used == 2 * 2
     assert log.tasks == 6 * 2  # as many tasks as a plain run
+
+
+@pytest.mark.parametrize(("every", "replace_batches", "extra_batches"), [(1, 15, 30), (2, 10, 15), (3, 7, 10)])
+def test_a_hard_batch_after_every_k_regular_ones_over_30_iterations(every, replace_batches, extra_batches):
+    """The README's rule, exactly: the cycle is ``every`` regular meta-batches, then a hard one
+    (replace: instead of the next regular one; extra: in addition). 30 iterations, meta-batch 2."""
+    _, log = _meta_train_protonet("replace", iterations=30, every=every)
+    assert log.hard_tasks_used == 2 * replace_batches  # 30, 20, 14 hard tasks
+    assert log.outer_updates == 30 and log.tasks == 30 * 2
+    _, log = _meta_train_protonet("extra", iterations=30, every=every)
+    assert log.hard_tasks_used == 2 * extra_batches
+    assert log.outer_updates == 30 + extra_batches
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("mode", ["replace", "extra"])
+def test_a_resumed_run_keeps_the_cadence(tmp_path: Path, monkeypatch, mode: str):
+    """Interrupted at its second validation (iteration 10; the checkpoint of iteration 5 on disk,
+    mid-cycle: every=3), resumed: the same hard batches at the same iterations, the same weights."""
+    import fsbench.engine.episodic as episodic
+
+    full_method, full = _meta_train_protonet(mode, iterations=20, every=3, val_every=5)
+    real, calls = episodic.evaluate_episodes, {"n": 0}
+
+    def evaluate_then_interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise _Interrupted
+        return real(*args, **kwargs)
+
+    ckpt = tmp_path / "checkpoint.pt"
+    with monkeypatch.context() as m:
+        m.setattr(episodic, "evaluate_episodes", evaluate_then_interrupt)
+        with pytest.raises(_Interrupted):
+            _meta_train_protonet(mode, iterations=20, every=3, val_every=5, checkpoint=ckpt)
+    assert safe_torch_load(ckpt)["iteration"] == 5
+    method, log = _meta_train_protonet(mode, iterations=20, every=3, val_every=5, checkpoint=ckpt)
+    assert (log.hard_tasks_used, log.outer_updates) == (full.hard_tasks_used, full.outer_updates)
+    assert log.hard_tasks_used == 2 * (5 if mode == "replace" else 6)
+    for (name, a), b in zip(full_method.state_dict().items(), method.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)

@@ -42,19 +42,23 @@ def sgd_reference(method: MetaLSTM, support, support_y) -> tuple[torch.Tensor, t
     return theta0, torch.cat([g.flatten() for g in grads])
 
 
+@pytest.mark.parametrize("divide", [True, False])
 @pytest.mark.parametrize("inner_lr", [0.01, 0.1])
-def test_first_update_is_an_sgd_step_with_the_input_gate_lr(inner_lr):
-    method = make(MetaLSTMHparams(inner_lr=inner_lr, forget_bias=30.0))  # forget gate == 1 in fp32
+def test_first_update_is_a_step_of_the_input_gate_lr_on_the_reference_gradient(inner_lr, divide):
+    """The reference divides the mean-loss gradient by the batch size again (meta-learner-lstm.lua:64):
+    with 5 support images the step is 5x smaller; ``grad_batch_divide=False`` takes the mean-loss one."""
+    method = make(MetaLSTMHparams(epochs=2, inner_lr=inner_lr, forget_bias=30.0, grad_batch_divide=divide))
     support, sy, _, _ = tasks(t=1)
     theta0, grad = sgd_reference(method, support[0], sy[0])
     with torch.no_grad():
         theta1, _ = method.adapt(support[0], sy[0], updates=1)
-    torch.testing.assert_close(theta1, theta0 - inner_lr * grad, rtol=1e-5, atol=1e-7)
+    step = inner_lr * grad / (support.shape[1] if divide else 1)
+    torch.testing.assert_close(theta1, theta0 - step, rtol=1e-5, atol=1e-7)
 
 
 def test_default_init_is_sgd_with_a_slight_shrinkage():
     """Reference init: forget gate sigmoid(5) = 0.993 (close to plain gradient descent), input
-    gate exactly inner_lr: theta_1 = 0.993 * theta_0 - lr * grad."""
+    gate exactly inner_lr: theta_1 = 0.993 * theta_0 - lr * grad / batch."""
     hp = MetaLSTMHparams()
     method = make(hp)
     support, sy, _, _ = tasks(t=1)
@@ -63,7 +67,65 @@ def test_default_init_is_sgd_with_a_slight_shrinkage():
         theta1, _ = method.adapt(support[0], sy[0], updates=1)
     f = 1 / (1 + math.exp(-hp.forget_bias))
     assert f > 0.99
-    torch.testing.assert_close(theta1, f * theta0 - hp.inner_lr * grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(theta1, f * theta0 - hp.inner_lr * grad / WAY, rtol=1e-5, atol=1e-7)
+
+
+def test_the_meta_learner_is_fed_the_divided_gradient():
+    method = make()
+    support, sy, _, _ = tasks(t=1)
+    _, grad = sgd_reference(method, support[0], sy[0])
+    seen = []
+    real = method.cell.forward
+    method.cell.forward = lambda inputs, theta, g, state: seen.append((inputs, g)) or real(inputs, theta, g, state)
+    with torch.no_grad():
+        method.adapt(support[0], sy[0], updates=1)
+    [(inputs, fed)] = seen
+    torch.testing.assert_close(fed, grad / WAY, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(inputs[:, 2:], preprocess(grad / WAY, method.hp.preprocess_p), rtol=1e-4, atol=1e-6)
+
+
+def test_previous_gates_are_fed_before_their_sigmoid():
+    """lstm-helper.lua:116-119: the state keeps the gates' pre-activations and the next gate
+    layer sees them; ``gates_pre_sigmoid=False`` feeds the sigmoid instead (the paper's text)."""
+    from fsbench_plugins.meta_lstm import MetaLearnerCell
+
+    theta, grad, inputs = torch.ones(3), torch.full((3,), 0.5), torch.zeros(3, 4)
+    second = {}
+    for pre in (True, False):
+        torch.manual_seed(0)
+        cell = MetaLearnerCell(hidden=4, inner_lr=0.01, forget_bias=5.0, gates_pre_sigmoid=pre)
+        with torch.no_grad():
+            cell.input_gate.weight[0, -1] = cell.forget_gate.weight[0, -1] = -1.0  # on the previous gate
+            _, state = cell(inputs, theta, grad, cell.initial_state(3, theta))
+            (h, _), i_prev, f_prev = state
+            x = torch.cat([h, theta[:, None], torch.zeros(3, 1)], 1)
+            i_pre, f_pre = cell.input_gate(x).squeeze(1), cell.forget_gate(x).squeeze(1)
+            expected = (i_pre, f_pre) if pre else (torch.sigmoid(i_pre), torch.sigmoid(f_pre))
+            torch.testing.assert_close(i_prev, expected[0])
+            torch.testing.assert_close(f_prev, expected[1])
+            second[pre], _ = cell(inputs, theta, grad, state)
+    # f's pre-activation is about 5 (its bias), its sigmoid about 1: the next update differs.
+    assert not torch.allclose(second[True], second[False])
+
+
+def test_batch_norm_follows_the_reference_configurations():
+    for shot, momentum in ((1, 0.9), (5, 0.95)):
+        bns = [m for m in make(shot=shot).learner.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert bns and all(m.momentum == momentum and m.eps == 1e-3 for m in bns)
+    bns = [m for m in make(MetaLSTMHparams(epochs=2, bn_momentum=0.5)).learner.modules()
+           if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.momentum == 0.5 for m in bns)
+
+
+def test_the_paper_preset_follows_the_reference_code_and_the_cpu_presets_declare_the_gradient():
+    from fsbench_plugins.meta_lstm import PRESETS
+
+    paper = PRESETS["paper"].hparams
+    assert paper.grad_batch_divide and paper.gates_pre_sigmoid and paper.bn_momentum is None
+    assert paper.bn_eps == 1e-3
+    for name in ("quick", "smoke"):
+        assert not PRESETS[name].hparams.grad_batch_divide
+        assert PRESETS[name].sources["hparams.grad_batch_divide"].startswith("DEVIATION:")
 
 
 def test_one_meta_step_changes_the_gates_and_the_initial_parameters():

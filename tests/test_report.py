@@ -319,7 +319,7 @@ def test_variants_get_their_own_rows(tmp_path):
     make_run(tmp_path, "mtl", accs(0.6), preset="smoke")
     make_run(tmp_path, "mtl", accs(0.6), preset="quick")
     view = accuracy_table(load_runs(tmp_path))
-    assert sorted(view.cells.index) == ["mtl [preset=quick]", "mtl [preset=smoke]"]
+    assert sorted(view.cells.index) == ["mtl (preset=quick)", "mtl (preset=smoke)"]
 
 
 # -- paired --------------------------------------------------------------------------------------

@@ -291,22 +291,30 @@ def test_ray_sweep_pretrains_once_and_equals_single_runs(tmp_path, reference, ra
 
 
 def test_ray_worker_killed_mid_run_is_retried_with_the_same_results(tmp_path, reference, ray_cluster):
+    """The worker running a job is killed at the job's first event; Ray retries the job.
+
+    The kill races the job (a smoke run takes seconds, and a loaded machine delivers events late):
+    when the job has already finished, the scenario is tried again on a fresh output.
+    """
     from fsbench.sweep.executors.ray import RayExecutor
 
-    cfgs = _smoke(tmp_path / "out", reference["cache"], seeds=(0,))
-    plan = build_plan(cfgs)
-    victim = next(r.id for r in plan.runs.values() if r.cfg.method == "mtl")
-    killed: list[int] = []
+    for attempt in range(4):
+        cfgs = _smoke(tmp_path / f"out{attempt}", reference["cache"], seeds=(0,))
+        plan = build_plan(cfgs)
+        victim = next(r.id for r in plan.runs.values() if r.cfg.method == "mtl")
+        killed: list[int] = []
 
-    def kill(event):
-        if event.get("job") == victim and event.get("state") == "phase" and not killed:
-            killed.append(event["pid"])
-            os.kill(event["pid"], signal.SIGKILL)
+        def kill(event, victim=victim, killed=killed):
+            if event.get("job") == victim and event.get("state") in ("running", "phase") and not killed:
+                killed.append(event["pid"])
+                os.kill(event["pid"], signal.SIGKILL)
 
-    outcome = run_sweep(plan, RayExecutor(ExecutorOptions(retries=2)), show=False, on_event=kill)
-    assert killed
-    assert outcome.states[victim].attempts >= 2
-    _check_equal(outcome, plan, reference)
+        outcome = run_sweep(plan, RayExecutor(ExecutorOptions(retries=2)), show=False, on_event=kill)
+        assert killed
+        _check_equal(outcome, plan, reference)
+        if outcome.states[victim].attempts >= 2:
+            break
+    assert outcome.states[victim].attempts >= 2, "the kill never landed before the job ended"
 
 
 # -- submitit ----------------------------------------------------------------------------------
@@ -337,18 +345,6 @@ def test_slurm_needs_a_shared_filesystem(tmp_path, monkeypatch):
         executor.check(work)
     monkeypatch.setattr(slurm, "filesystem_type", lambda path: "nfs4")
     executor.check(work)
-
-
-def test_the_readme_ablation_grid_expands_to_the_paper_table():
-    grid = Path(__file__).resolve().parents[1] / "docs" / "ablation-grid.toml"
-    cfgs = configs_from_args(_args(str(grid)))
-    assert len(cfgs) == 4 * 3 * (2 + 3)
-    cells = {(c.dataset, c.shot) for c in cfgs}
-    assert cells == {("miniimagenet", 1), ("miniimagenet", 5), ("fc100", 1), ("fc100", 5), ("fc100", 10)}
-    assert {c.method for c in cfgs} == {"scratch", "finetune", "mtl", "mtl_ht"}
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    body = "\n".join(line for line in grid.read_text().splitlines() if not line.startswith("#")).strip()
-    assert body in readme  # the README shows this very file
 
 
 def test_live_view_shows_each_job_its_phase_result_error_and_totals():

@@ -150,7 +150,7 @@ def test_auxiliary_loss_uses_the_global_class_ids():
 
 def test_the_paper_schedule_decays_at_half_time_then_every_2500_and_the_aux_task_follows():
     method = make(TADAMHparams(lr=0.1, aux_prob=1.0, aux_decay=1.0, lr_milestones=(2, 3)))
-    assert [g["weight_decay"] for g in method.optimizer.param_groups] == [5e-4, 0.0]  # weights only
+    assert [g["l2"] for g in method.optimizer.param_groups] == [5e-4, 0.0]  # weights only
     *batch, classes = tasks()
     lrs = []
     for _ in range(4):
@@ -168,10 +168,69 @@ def test_every_gradient_tensor_is_clipped_to_clip_norm():
     for i, p in enumerate(params):
         p.grad = torch.full_like(p, float(i + 1))
     before = [p.grad.clone() for p in params]
-    method._clip(method.optimizer)
+    method._decay_and_clip(method.optimizer)
     for p, g in zip(params, before, strict=True):
         assert float(p.grad.norm()) <= 0.5 + 1e-5 or float(g.norm()) <= 0.5
         torch.testing.assert_close(p.grad / p.grad.norm(), g / g.norm())  # direction kept, per tensor
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_weight_decay_joins_the_gradient_before_the_per_tensor_clip(before):
+    """The official code's L2 losses are part of the loss, so slim clips gradient + decay
+    (model/tadam.py:892-893, 914-915); ``decay_before_clip=False`` lets SGD add it after."""
+    hp = TADAMHparams(lr=0.1, momentum=0.0, weight_decay=1.0, clip_norm=0.5, decay_before_clip=before)
+    method = make(hp)
+    group = method.optimizer.param_groups[0]  # the conv and FC weights (decayed)
+    assert group["l2"] == 1.0 and group["weight_decay"] == (0.0 if before else 1.0)
+    w = group["params"][0]
+    with torch.no_grad():
+        w.fill_(3.0)
+    w0 = w.detach().clone()
+    for p in (q for g in method.optimizer.param_groups for q in g["params"]):
+        p.grad = torch.zeros_like(p)
+    method._decay_and_clip(method.optimizer)
+    method.optimizer.step()
+    step = w0 / w0.norm() * 0.5 if before else w0  # clip(0 + 1.0 * w) vs clip(0) + 1.0 * w
+    torch.testing.assert_close(w.detach(), w0 - 0.1 * step)
+
+
+@pytest.mark.parametrize("separate", [True, False])
+def test_supports_and_queries_pass_the_backbone_in_two_forwards(separate):
+    """The official code builds the conditioned support and query features in two graph calls
+    (model/tadam.py:737-751), so each set has its own batch statistics in training."""
+    hp = TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0, separate_query_forward=separate)
+    method = make(hp).train()
+    sizes = []
+    first_bn = film_layers(method.backbone)[0][1]
+    first_bn.register_forward_hook(lambda m, inp, out: sizes.append(inp[0].shape[0]))
+    support, sy, query, _, _ = tasks(t=2, query=3)
+    method.episode_logits(support, sy, query, WAY)
+    assert sizes == ([10, 10, 30] if separate else [10, 40])  # plain supports, then the conditioned
+    with torch.no_grad():  # at test (running statistics) both give the same logits
+        for net in [*method.ten.gamma_nets, *method.ten.beta_nets]:
+            for p in net.parameters():
+                p.normal_(0, 0.5)
+        method.ten.gamma0.fill_(0.3)
+        method.ten.beta0.fill_(0.2)
+        method.eval()
+        other = make(TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0,
+                                  separate_query_forward=not separate)).eval()
+        other.load_state_dict(method.state_dict())
+        torch.testing.assert_close(method.episode_logits(support, sy, query, WAY),
+                                   other.episode_logits(support, sy, query, WAY), rtol=1e-5, atol=1e-5)
+
+
+def test_extra_hard_task_batches_neither_take_nor_advance_the_auxiliary_schedule():
+    method = make(TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0, lr_decay_every=0, aux_prob=1.0,
+                               aux_decay=1.0)).train()
+    *batch, classes = tasks()
+    method.meta_train_step(*batch, WAY, classes=classes)
+    assert (int(method.updates), method.aux_steps) == (1, 1)
+    with method.schedule_held():  # how the core trains an extra (Algorithm 1) hard meta-batch
+        method.meta_train_step(*batch, WAY, classes=classes)
+    assert (int(method.updates), method.aux_steps, method.outer_updates) == (1, 1, 2)
+    method.meta_train_step(*batch, WAY, classes=classes)
+    assert (int(method.updates), method.aux_steps) == (2, 2)
 
 
 def test_auxiliary_probability_decays_and_is_seeded():

@@ -7,15 +7,22 @@ Algorithm 1. The official code does not include it; this module is written from 
    were classified worst. Ties in accuracy go to the class with the lower mean softmax
    probability on its true label, then to the class drawn first. Beside it the class its queries
    were most often mistaken for (its *confusion*) is kept for the ``confused`` fill rule.
-2. Every ``every`` meta-batches, ``count`` hard tasks are composed from the distinct failure
-   classes recorded since the last hard batch: if there are at least ``way`` of them, each hard
-   task takes a random ``way`` of them; otherwise each takes all of them and is completed by the
-   fill rule (``confused``: their confusions first, then random train classes; ``random``:
-   random train classes). Images are drawn fresh (a separate seeded stream), classes are shuffled.
-3. The hard tasks are trained on as an extra meta-batch and the failure set is emptied.
+2. After every ``every`` *regular* meta-batches (counted since the last hard batch; a hard
+   batch is never counted), ``count`` hard tasks are composed from the distinct failure classes
+   recorded since the last hard batch: if there are at least ``way`` of them, each hard task
+   takes a random ``way`` of them; otherwise each takes all of them and is completed by the fill
+   rule (``confused``: their confusions first, then random train classes; ``random``: random
+   train classes). Images are drawn fresh (a separate seeded stream), classes are shuffled.
+3. The hard tasks are trained on as a meta-batch and the failure set is emptied: in ``extra``
+   mode in addition to the regular ones (right after the ``every``-th), in ``replace`` mode in
+   the place of the next regular one. Either way the cycle is ``every`` regular meta-batches,
+   then one hard one: over 30 iterations with ``every`` = 1, 2, 3, ``replace`` trains 15, 10, 7
+   hard meta-batches (the other iterations regular), ``extra`` 30, 15, 10 (beside all 30).
 
-Everything is a pure function of the seed and the iteration, so a resumed run composes the same
-hard tasks. Per-class accuracies stay on the device until a hard batch is composed.
+Everything is a pure function of the seed and the iteration, and checkpoints carry the pending
+failure set and the count of regular meta-batches since the last hard batch: a resumed run
+composes the same hard tasks at the same iterations.
+Per-class accuracies stay on the device until a hard batch is composed.
 """
 
 from __future__ import annotations
@@ -84,8 +91,11 @@ class HardTaskMetaBatch(PlainMetaBatch):
         self.cfg = cfg
         self.sampler = sampler
         self.count = cfg.count or meta_batch
+        self.meta_batch = meta_batch
         self._failures: list[torch.Tensor] = []  # [T, 2] original class ids: failure, confusion
         self._used = 0
+        #: Regular meta-batches observed since the last hard batch (the cadence counts these only).
+        self.regular_since_hard = 0
 
     def observe(self, batch: Episode, logits: torch.Tensor) -> None:
         failure, confused = failure_classes(logits, batch.query_labels, batch.spec.way)
@@ -94,6 +104,7 @@ class HardTaskMetaBatch(PlainMetaBatch):
             torch.stack([classes.gather(1, failure[:, None]), classes.gather(1, confused[:, None])], -1)
             .squeeze(1)
         )
+        self.regular_since_hard += 1
 
     @property
     def recorded(self) -> list[tuple[int, int]]:
@@ -103,10 +114,12 @@ class HardTaskMetaBatch(PlainMetaBatch):
         return [tuple(p) for p in torch.cat(self._failures).cpu().tolist()]  # type: ignore[misc]
 
     def extra_batches(self, iteration: int) -> list[Episode]:
-        if (iteration + 1) % self.cfg.every or not self._failures:
+        """The hard meta-batch, once ``every`` regular meta-batches have been observed since the
+        last one (else none); ``iteration`` seeds its composition."""
+        if self.regular_since_hard < self.cfg.every:
             return []
         pairs = self.recorded
-        self._failures = []
+        self._failures, self.regular_since_hard = [], 0
         tasks = [self.compose(pairs, iteration, k) for k in range(self.count)]
         self._used += len(tasks)
         return [Episode.cat(tasks)]
@@ -137,9 +150,11 @@ class HardTaskMetaBatch(PlainMetaBatch):
 
     def state(self) -> dict[str, Any]:
         pending = torch.cat(self._failures).cpu() if self._failures else torch.zeros(0, 2, dtype=torch.long)
-        return {"pending": pending, "used": self._used}
+        return {"pending": pending, "used": self._used, "regular": self.regular_since_hard}
 
     def load_state(self, state: dict[str, Any]) -> None:
         pending = state.get("pending")
         self._failures = [pending] if pending is not None and len(pending) else []
         self._used = int(state.get("used", 0))
+        # Checkpoints written before the count was saved: one pending pair per task of each batch.
+        self.regular_since_hard = int(state.get("regular", len(self.recorded) // self.meta_batch))

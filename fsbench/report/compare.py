@@ -1,8 +1,13 @@
 """Regression gate: compare new results against baseline (reference) results.
 
 Runs are matched by :data:`MATCH_KEYS` (method, dataset, eval_split, way, shot, query, hard_tasks,
-backbone, preset). Within a match, a training seed present on both sides with the same episode
-seed saw identical test episodes (a *shared* seed). One training seed is one sample, so the test
+backbone, preset) and by :func:`gate_variant`: the hard-task settings that differ from their
+defaults (mode, cadence, count, fill) and the user's own ``--set`` / ``--config`` overrides. Not
+by the whole resolved configuration (``config_fingerprint``): a preset's new default or a new
+hyperparameter must still meet its reference, or the gate could never catch what they change.
+Within a match, a training seed present on both sides with the same episode seed saw identical
+test episodes (a *shared* seed); two runs of one side with the same seed are duplicates (the
+newest is kept and the row names the others). One training seed is one sample, so the test
 depends on how many seeds stand behind each side:
 
 A matched configuration **regresses** when any of these holds:
@@ -16,6 +21,9 @@ A matched configuration **regresses** when any of these holds:
     direction is already "significant" while being worth a few hundredths of a point. The
     1-point floor ignores such shifts; a real regression (e.g. 10 points) is both significant
     and far above it. A large but non-significant paired drop is episode noise and passes.
+    Differences without spread have no interval: the row reads "not testable" and passes,
+    unless every one of two or more (episodes, or seeds) dropped by the same amount above
+    ``min_drop`` (e.g. from 100% to exactly 20% on every episode): that fails.
 (a') Two or more shared seeds (``seed-paired``): the same rule on the per-seed mean paired
     differences, with a Student-t interval over seeds (k-1 degrees of freedom).
 (b) No shared seed, two or more seeds on each side (``seed-unpaired``): the same rule on the
@@ -49,10 +57,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fsbench.config import HardTaskConfig, to_jsonable
+from fsbench.fingerprint import flatten, legacy_settings
 from fsbench.results import ResultsError, load_runs
 from fsbench.stats import PairedResult, paired_difference, seed_paired_difference, welch_difference
 
-from .labels import column_label, dataset_sort_key, method_sort_key
+from .labels import column_label, dataset_sort_key, format_value, method_sort_key, short_name
 
 #: Runs are matched on these summary fields (and paired on seed when both sides have it).
 MATCH_KEYS: tuple[str, ...] = (
@@ -66,6 +76,25 @@ MATCH_KEYS: tuple[str, ...] = (
     "backbone",
     "preset",
 )
+
+#: The hard-task settings' defaults: a gate row names only those that differ.
+_HARD_TASK_DEFAULTS = flatten("hard_tasks", to_jsonable(HardTaskConfig()))
+
+
+def gate_variant(run: dict[str, Any]) -> str:
+    """What tells two gate rows of equal :data:`MATCH_KEYS` apart: hard-task settings that differ
+    from their defaults and the user's overrides, e.g. ``ht_mode=replace, hparams.lr=1e-12``
+    (empty for neither). Runs of an older fsbench carry their hard-task mode and no overrides."""
+    settings = run.get("settings")
+    settings = settings if isinstance(settings, dict) else legacy_settings(run)
+    hard = [k for k, v in settings.items()
+            if k.startswith("hard_tasks.") and k != "hard_tasks.enabled" and v != _HARD_TASK_DEFAULTS.get(k)]
+    overrides = run.get("overrides")
+    overrides = overrides if isinstance(overrides, dict) else {}
+    parts = [f"{short_name(k, hard)}={format_value(settings[k])}" for k in hard]
+    parts += [f"{k}={format_value(v)}" for k, v in sorted(overrides.items())]
+    return ", ".join(parts)
+
 
 DEFAULT_TOLERANCE = 2.0  # points; unpaired accuracy drop allowed
 DEFAULT_MIN_DROP = 1.0  # points; smallest significant paired drop that fails
@@ -97,6 +126,7 @@ class CompareRow:
     ci95: float | None = None  # of the paired difference
     n: int | None = None  # paired episodes ("paired") or seeds (the seed-level tests)
     significant: bool | None = None
+    testable: bool | None = None  # False: the differences have no spread (no interval)
     baseline_seconds: dict[str, float] = field(default_factory=dict)
     new_seconds: dict[str, float] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)  # why it failed
@@ -121,7 +151,18 @@ class CompareRow:
             extras.append(k["preset"])
         if k["hard_tasks"]:
             extras.append("HT")
+        if k.get("variant"):
+            extras.append(k["variant"])
         return f"{text} [{', '.join(extras)}]"
+
+    @property
+    def verdict(self) -> str | None:
+        """``significant``, ``not significant`` or ``not testable`` (None: no test was made)."""
+        if self.testable is None:
+            return None
+        if not self.testable:
+            return "not testable"
+        return "significant" if self.significant else "not significant"
 
     def describe(self) -> str:
         return f"{self.method} ({self.setting})"
@@ -130,6 +171,7 @@ class CompareRow:
         out = asdict(self)
         out["method"] = self.method
         out["setting"] = self.setting
+        out["verdict"] = self.verdict
         return _jsonable(out)
 
 
@@ -188,12 +230,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def _dedupe(group: pd.DataFrame, side: str, notes: list[str]) -> pd.DataFrame:
-    kept = group.sort_values(["created", "run_dir"]).drop_duplicates("seed", keep="last")
-    if len(kept) < len(group):
-        notes.append(
-            f"{side}: {len(group) - len(kept)} duplicate run(s) with the same seed; newest kept"
-        )
-    return kept.sort_values("seed")
+    ordered = group.sort_values(["created", "run_dir"])
+    duplicate = ordered.duplicated("seed", keep="last")
+    if duplicate.any():
+        notes.append(f"{side}: {int(duplicate.sum())} duplicate run(s) with the same seed and "
+                     f"configuration ignored, newest kept: {', '.join(ordered.loc[duplicate, 'run_id'])}")
+    return ordered[~duplicate].sort_values("seed")
 
 
 def _mean_time(runs: pd.DataFrame, name: str) -> float:
@@ -203,8 +245,18 @@ def _mean_time(runs: pd.DataFrame, name: str) -> float:
 
 
 def _judge(row: CompareRow, res: PairedResult, where: str, min_drop: float) -> None:
-    """A significant drop larger than ``min_drop`` fails; other significant changes are noted."""
-    if res.significant and res.mean_diff < 0 and -res.mean_diff > min_drop:
+    """A significant drop larger than ``min_drop`` fails; other significant changes are noted.
+    Without spread there is no interval: the row is "not testable", and fails only when two or
+    more differences all show the same drop above ``min_drop``."""
+    row.diff, row.ci95, row.n = res.mean_diff, res.ci95, res.n
+    row.significant, row.testable = res.significant, res.testable
+    if not res.testable:
+        if res.n >= 2 and -res.mean_diff > min_drop:
+            row.reasons.append(f"accuracy {res.mean_diff:+.2f} points {where}, the same drop on "
+                               "every one (no spread: not testable, and no doubt)")
+        else:
+            row.notes.append(f"not testable {where}: the differences have no spread")
+    elif res.significant and res.mean_diff < 0 and -res.mean_diff > min_drop:
         row.reasons.append(
             f"accuracy {res.mean_diff:+.2f} ± {res.ci95:.2f} points {where} "
             f"(significant, drop > {min_drop:g})"
@@ -215,6 +267,35 @@ def _judge(row: CompareRow, res: PairedResult, where: str, min_drop: float) -> N
         row.notes.append(
             f"significant but small drop ({res.mean_diff:+.2f} points <= {min_drop:g})"
         )
+
+
+def _shared_seed_test(row: CompareRow, base_used: pd.DataFrame, new_used: pd.DataFrame,
+                      shared: list[int], min_drop: float) -> None:
+    """Rules (a) and (a'): paired over the shared episodes (one seed), or over the seeds."""
+    a_parts, b_parts = [], []
+    for seed in shared:
+        a = base_used.loc[base_used["seed"] == seed, "episode_acc"].iloc[0]
+        b = new_used.loc[new_used["seed"] == seed, "episode_acc"].iloc[0]
+        n = min(len(a), len(b))
+        if len(a) != len(b):
+            row.notes.append(
+                f"seed {seed}: {len(a)} baseline vs {len(b)} new episodes; compared the first {n}"
+            )
+        a_parts.append(a[:n] * 100.0)
+        b_parts.append(b[:n] * 100.0)
+    row.baseline_accuracy = float(np.mean([a.mean() for a in a_parts]))
+    row.new_accuracy = float(np.mean([b.mean() for b in b_parts]))
+    if len(shared) >= 2:
+        # One training seed is one sample: the test is over the per-seed paired differences.
+        row.test = "seed-paired"
+        res = seed_paired_difference([b.mean() - a.mean()
+                                      for a, b in zip(a_parts, b_parts, strict=True)])
+        where = f"across {res.n} shared seeds"
+    else:
+        row.test = "paired"
+        res = paired_difference(a_parts[0], b_parts[0])
+        where = f"on {res.n} shared episodes"
+    _judge(row, res, where, min_drop)
 
 
 def _compare_one(
@@ -242,38 +323,13 @@ def _compare_one(
     if shared:
         base_used = base[base["seed"].isin(shared)]
         new_used = new[new["seed"].isin(shared)]
-        a_parts, b_parts = [], []
-        for seed in shared:
-            a = base_used.loc[base_used["seed"] == seed, "episode_acc"].iloc[0]
-            b = new_used.loc[new_used["seed"] == seed, "episode_acc"].iloc[0]
-            n = min(len(a), len(b))
-            if len(a) != len(b):
-                row.notes.append(
-                    f"seed {seed}: {len(a)} baseline vs {len(b)} new episodes; compared the first {n}"
-                )
-            a_parts.append(a[:n] * 100.0)
-            b_parts.append(b[:n] * 100.0)
-        row.baseline_accuracy = float(np.mean([a.mean() for a in a_parts]))
-        row.new_accuracy = float(np.mean([b.mean() for b in b_parts]))
-        if len(shared) >= 2:
-            # One training seed is one sample: the test is over the per-seed paired differences.
-            row.test = "seed-paired"
-            res = seed_paired_difference([b.mean() - a.mean()
-                                          for a, b in zip(a_parts, b_parts, strict=True)])
-            where = f"across {res.n} shared seeds"
-        else:
-            row.test = "paired"
-            res = paired_difference(a_parts[0], b_parts[0])
-            where = f"on {res.n} shared episodes"
-        row.diff, row.ci95, row.n, row.significant = res.mean_diff, res.ci95, res.n, res.significant
-        _judge(row, res, where, min_drop)
+        _shared_seed_test(row, base_used, new_used, shared, min_drop)
     elif len(base) >= 2 and len(new) >= 2:
         row.test = "seed-unpaired"
         base_used, new_used = base, new
         res = welch_difference(base["accuracy"].to_numpy(float), new["accuracy"].to_numpy(float))
         row.baseline_accuracy = float(base["accuracy"].mean())
         row.new_accuracy = float(new["accuracy"].mean())
-        row.diff, row.ci95, row.n, row.significant = res.mean_diff, res.ci95, res.n, res.significant
         row.notes.append("no shared seed: per-seed accuracies compared (Welch t-interval)")
         _judge(row, res, f"between {len(base)} and {len(new)} seeds", min_drop)
     else:
@@ -290,7 +346,16 @@ def _compare_one(
     missing_seeds = sorted(set(row.baseline_seeds) - set(row.new_seeds))
     if missing_seeds and shared:
         row.notes.append(f"baseline seed(s) {missing_seeds} not in the new results")
+    _check_hard_tasks_and_times(row, base_used, new_used, time_ratio, time_floor)
+    if row.reasons:
+        row.status = "regression"
+    return row
 
+
+def _check_hard_tasks_and_times(row: CompareRow, base_used: pd.DataFrame, new_used: pd.DataFrame,
+                                time_ratio: float, time_floor: float) -> None:
+    """Rules (c) and (d) of the module docstring, on the runs the accuracy test used."""
+    key = row.key
     if "hard_tasks_used" in base_used and "hard_tasks_used" in new_used:
         b_hard = pd.to_numeric(base_used["hard_tasks_used"], errors="coerce").fillna(0)
         n_hard = pd.to_numeric(new_used["hard_tasks_used"], errors="coerce").fillna(0)
@@ -312,9 +377,12 @@ def _compare_one(
             row.reasons.append(
                 f"{label} time {b_time:.1f}s -> {n_time:.1f}s (> {time_ratio:g}x, limit {limit:.1f}s)"
             )
-    if row.reasons:
-        row.status = "regression"
-    return row
+
+
+def _groups(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+    """Runs by :data:`MATCH_KEYS` and :func:`gate_variant`."""
+    df = df.assign(variant=[gate_variant(r) for r in df.to_dict("records")])
+    return {tuple(k): g for k, g in df.groupby([*MATCH_KEYS, "variant"], sort=False, dropna=False)}
 
 
 def compare_runs(
@@ -338,50 +406,24 @@ def compare_runs(
     ):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= lowest):
             raise ResultsError(f"{name} must be a number >= {lowest:g}, got {value!r}")
-    base_df = load_runs(baseline_paths)
-    new_df = load_runs(new_paths)
-
-    def groups(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
-        return {tuple(k): g for k, g in df.groupby(list(MATCH_KEYS), sort=False, dropna=False)}
-
-    base_groups, new_groups = groups(base_df), groups(new_df)
+    base_groups, new_groups = _groups(load_runs(baseline_paths)), _groups(load_runs(new_paths))
     rows: list[CompareRow] = []
     for key in list(base_groups) + [k for k in new_groups if k not in base_groups]:
-        key_dict = _jsonable(dict(zip(MATCH_KEYS, key, strict=True)))
+        key_dict = _jsonable(dict(zip([*MATCH_KEYS, "variant"], key, strict=True)))
         if key not in new_groups:
             b = base_groups[key]
-            rows.append(
-                CompareRow(
-                    key=key_dict,
-                    status="missing",
-                    baseline_seeds=sorted(int(s) for s in set(b["seed"])),
-                    baseline_accuracy=float(b["accuracy"].mean()),
-                    reasons=["no run with this configuration in the new results"],
-                )
-            )
+            rows.append(CompareRow(
+                key=key_dict, status="missing", baseline_seeds=sorted(int(s) for s in set(b["seed"])),
+                baseline_accuracy=float(b["accuracy"].mean()),
+                reasons=["no run with this configuration in the new results"]))
         elif key not in base_groups:
             n = new_groups[key]
-            rows.append(
-                CompareRow(
-                    key=key_dict,
-                    status="new",
-                    new_seeds=sorted(int(s) for s in set(n["seed"])),
-                    new_accuracy=float(n["accuracy"].mean()),
-                    notes=["not in the baseline"],
-                )
-            )
+            rows.append(CompareRow(
+                key=key_dict, status="new", new_seeds=sorted(int(s) for s in set(n["seed"])),
+                new_accuracy=float(n["accuracy"].mean()), notes=["not in the baseline"]))
         else:
-            rows.append(
-                _compare_one(
-                    key_dict,
-                    base_groups[key],
-                    new_groups[key],
-                    tolerance=tolerance,
-                    min_drop=min_drop,
-                    time_ratio=time_ratio,
-                    time_floor=time_floor,
-                )
-            )
+            rows.append(_compare_one(key_dict, base_groups[key], new_groups[key], tolerance=tolerance,
+                                     min_drop=min_drop, time_ratio=time_ratio, time_floor=time_floor))
     rows.sort(
         key=lambda r: (
             STATUSES.index(r.status),
@@ -400,75 +442,3 @@ def compare_runs(
         time_ratio=float(time_ratio),
         time_floor=float(time_floor),
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# Output and CLI
-# ----------------------------------------------------------------------------------------------
-
-_STATUS_STYLE = {"regression": "bold red", "missing": "bold red", "ok": "green", "new": "cyan"}
-
-
-def _fmt(value: float | None, spec: str = ".1f") -> str:
-    return "–" if value is None else format(value, spec)
-
-
-def compare_table(report: CompareReport):
-    """The report as a rich Table; data strings as :func:`fsbench.safetext.text` (inert)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from fsbench.safetext import text
-
-    table = Table(
-        title="fsbench compare: new vs baseline",
-        caption=(
-            f"paired: fail if the CI of new - baseline is below 0 and the drop > {report.min_drop:g} pts; "
-            f"unpaired: fail if the drop > {report.tolerance:g} pts; time: fail if > "
-            f"{report.time_ratio:g}x max(baseline, {report.time_floor:g}s)"
-        ),
-        caption_justify="left",
-    )
-    for name, justify in (
-        ("status", "left"),
-        ("method", "left"),
-        ("setting", "left"),
-        ("seeds", "left"),
-        ("baseline", "right"),
-        ("new", "right"),
-        ("Δ (pts)", "right"),
-        ("test", "left"),
-        ("train s", "right"),
-        ("eval s", "right"),
-        ("details", "left"),
-    ):
-        table.add_column(name, justify=justify)
-    for row in report.rows:
-        if row.diff is None:
-            diff = "–"
-        elif row.ci95 is not None:
-            diff = f"{row.diff:+.2f} ± {row.ci95:.2f}"
-        else:
-            diff = f"{row.diff:+.2f}"
-        seeds = row.paired_seeds or row.new_seeds or row.baseline_seeds
-
-        def times(label: str, row: CompareRow = row) -> str:
-            if label not in row.baseline_seconds:
-                return "–"
-            return f"{row.baseline_seconds[label]:.1f} → {row.new_seconds[label]:.1f}"
-
-        style = _STATUS_STYLE[row.status]
-        table.add_row(
-            Text(row.status.upper() if row.failed else row.status, style=style),
-            text(row.method, style="bold" if row.failed else ""),
-            text(row.setting),
-            ",".join(map(str, seeds)),
-            _fmt(row.baseline_accuracy),
-            _fmt(row.new_accuracy),
-            diff,
-            row.test or "–",
-            times("train"),
-            times("eval"),
-            text("; ".join(row.reasons + row.notes), style=style if row.reasons else "dim"),
-        )
-    return table

@@ -25,14 +25,8 @@ from fsbench.results import ResultsError
 from fsbench.stats import CI_FORMULA, SEED_CI_FORMULA
 
 from .aggregate import aggregate
-from .labels import (
-    VARIANT_KEYS,
-    column_label,
-    column_sort_key,
-    format_acc,
-    method_sort_key,
-    row_labels,
-)
+from .cells import dropped_note, legacy_note
+from .labels import column_label, column_sort_key, format_acc, method_sort_key, row_labels
 
 
 @dataclass
@@ -75,118 +69,100 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
         order = ABLATION_ORDER
     agg = agg.assign(row=row_labels(agg, paper_names=ablation))
     agg["col"] = [column_label(r.dataset, r.way, r.shot, r.eval_split) for r in agg.itertuples()]
-    # Row and column order.
-    row_keys = sorted(
-        {
-            (r.row, r.method, tuple(str(getattr(r, k)) for k in VARIANT_KEYS))
-            for r in agg.itertuples()
-        },
-        key=lambda t: (method_sort_key(t[1], order), t[2]),
-    )
-    rows = list(dict.fromkeys(t[0] for t in row_keys))
-    col_keys = sorted(
-        {(r.dataset, r.way, r.shot, r.eval_split) for r in agg.itertuples()}, key=column_sort_key
-    )
+    rows, col_keys, row_method = _layout(agg, order, paper and not ablation)
     cols = [column_label(*k) for k in col_keys]
-
-    row_method = {r.row: r.method for r in agg.itertuples()}
-    if paper and not ablation:
-        # The paper's whole comparison table: every method and setting it reports, measured or
-        # not ("–" where no run is); other runs keep their own rows and columns.
-        measured = set(row_method.values())
-        for method in PAPER_ORDER:
-            if method not in measured:
-                rows.append(method)
-                row_method[method] = method
-        rows.sort(key=lambda row: method_sort_key(row_method[row], order))
-        for dataset, shot in PAPER_COLUMNS:
-            if (dataset, PAPER_WAY, shot, PAPER_EVAL_SPLIT) not in col_keys:
-                col_keys.append((dataset, PAPER_WAY, shot, PAPER_EVAL_SPLIT))
-        col_keys.sort(key=column_sort_key)
-        cols = [column_label(*k) for k in col_keys]
-    values = agg.pivot(index="row", columns="col", values="accuracy").reindex(
-        index=rows, columns=cols
-    )
+    values = agg.pivot(index="row", columns="col", values="accuracy").reindex(index=rows, columns=cols)
     lookup = {(r.row, r.col): r for r in agg.itertuples()}
 
-    out_cols: list[str] = []
     cell_data: dict[str, list[str]] = {}
     marked_data: dict[str, list[bool]] = {}
-    any_paper = False
     footnotes: dict[str, int] = {}  # protocol differences -> footnote number
+    any_paper = False
     for col_key, col in zip(col_keys, cols, strict=True):
         rounded = values[col].round(1)
         best = rounded.max() if rounded.notna().sum() >= 2 else math.nan
-        ours, mark = [], []
-        for row in rows:
-            rec = lookup.get((row, col))
-            ours.append(format_acc(rec.accuracy, rec.ci95, rec.n_seeds, rec.seed_ci95) if rec else "")
-            mark.append(bool(rec is not None and round(rec.accuracy, 1) == best))
-        out_cols.append(col)
-        cell_data[col], marked_data[col] = ours, mark
-        if not paper:
-            continue
-        dataset, way, shot, split = col_key
-        # The paper's number for the setting (its test split); a Δ only on the paper's protocol.
-        reported = [paper_accuracy(row_method[row], dataset, shot, way) for row in rows]
-        if all(p is None for p in reported):
-            continue
-        any_paper = True
-        paper_col, diff_col = f"{col} paper", f"{col} Δ"
-        paper_cells, diff_cells = [], []
-        for row, ref in zip(rows, reported, strict=True):
-            rec = lookup.get((row, col))
-            paper_cells.append("" if ref is None else f"{ref:.1f}")
-            if ref is None or rec is None:
-                diff_cells.append("")
-                continue
-            differences = protocol_differences(
-                preset=rec.preset, backbone=rec.backbone, paper_backbone=rec.paper_backbone,
-                eval_split=rec.eval_split, episodes=rec.episodes, query=rec.query, way=rec.way)
-            if differences:
-                mark_no = footnotes.setdefault("; ".join(differences), len(footnotes) + 1)
-                diff_cells.append(f"— [{mark_no}]")
-            else:
-                diff_cells.append(f"{rec.accuracy - ref:+.1f}")
-        out_cols += [paper_col, diff_col]
-        cell_data[paper_col], cell_data[diff_col] = paper_cells, diff_cells
-        marked_data[paper_col] = marked_data[diff_col] = [False] * len(rows)
+        recs = [lookup.get((row, col)) for row in rows]
+        cell_data[col] = [format_acc(r.accuracy, r.ci95, r.n_seeds, r.seed_ci95) if r else "" for r in recs]
+        marked_data[col] = [bool(r is not None and round(r.accuracy, 1) == best) for r in recs]
+        beside = _paper_cells(col_key, [row_method[row] for row in rows], recs, footnotes) if paper else None
+        if beside is not None:
+            any_paper = True
+            cell_data[f"{col} paper"], cell_data[f"{col} Δ"] = beside
+            marked_data[f"{col} paper"] = marked_data[f"{col} Δ"] = [False] * len(rows)
 
     index = pd.Index(rows, name="method")
-    cells = pd.DataFrame(cell_data, index=index, columns=out_cols)
-    marked = pd.DataFrame(marked_data, index=index, columns=out_cols)
-
-    title = "Ablation: " if ablation else ""
+    cells = pd.DataFrame(cell_data, index=index, columns=list(cell_data))
+    marked = pd.DataFrame(marked_data, index=index, columns=list(cell_data))
     ways = sorted(set(agg["way"]))
-    title += f"{'/'.join(map(str, ways))}-way accuracy (%), mean ± 95% CI"
+    title = ("Ablation: " if ablation else "") + f"{'/'.join(map(str, ways))}-way accuracy (%), mean ± 95% CI"
+    notes = _accuracy_notes(agg) + (_paper_notes(any_paper, footnotes) if paper else [])
+    return TableView(title=title, cells=cells, marked=marked, notes=notes, values=values)
+
+
+def _layout(agg: pd.DataFrame, order: Sequence[str], whole_paper: bool):
+    """Rows (labels, in the paper's method order), column keys and each row's method; with
+    ``whole_paper`` every method and setting of the paper's table, measured or not."""
+    row_method = {r.row: r.method for r in agg.itertuples()}
+    col_keys = sorted({(r.dataset, r.way, r.shot, r.eval_split) for r in agg.itertuples()}, key=column_sort_key)
+    if whole_paper:  # "–" where no run is; other runs keep their own rows and columns
+        for method in PAPER_ORDER:
+            if method not in row_method.values():
+                row_method[method] = method
+        col_keys += [(d, PAPER_WAY, shot, PAPER_EVAL_SPLIT) for d, shot in PAPER_COLUMNS
+                     if (d, PAPER_WAY, shot, PAPER_EVAL_SPLIT) not in col_keys]
+        col_keys.sort(key=column_sort_key)
+    rows = sorted(row_method, key=lambda row: (method_sort_key(row_method[row], order), row))
+    return rows, col_keys, row_method
+
+
+def _paper_cells(col_key: tuple, methods: list[str], recs: list, footnotes: dict[str, int]):
+    """The paper's number beside a column and ours - paper (only on the paper's protocol, else a
+    footnote saying what differs); None when the paper reports nothing for the column."""
+    dataset, way, shot, _ = col_key
+    reported = [paper_accuracy(method, dataset, shot, way) for method in methods]
+    if all(p is None for p in reported):
+        return None
+    paper_cells, diff_cells = [], []
+    for rec, ref in zip(recs, reported, strict=True):
+        paper_cells.append("" if ref is None else f"{ref:.1f}")
+        if ref is None or rec is None:
+            diff_cells.append("")
+            continue
+        differences = protocol_differences(
+            preset=rec.preset, backbone=rec.backbone, paper_backbone=rec.paper_backbone,
+            eval_split=rec.eval_split, episodes=rec.episodes, query=rec.query, way=rec.way)
+        if differences:
+            diff_cells.append(f"— [{footnotes.setdefault('; '.join(differences), len(footnotes) + 1)}]")
+        else:
+            diff_cells.append(f"{rec.accuracy - ref:+.1f}")
+    return paper_cells, diff_cells
+
+
+def _accuracy_notes(agg: pd.DataFrame) -> list[str]:
     notes = [f"95% CI over episodes, {CI_FORMULA}; best per column marked (bold, or * in CSV)."]
     formulas = sorted({f for fs in agg["ci_formulas"] for f in fs if f and f != CI_FORMULA})
     if formulas:
         notes.append(f"Some runs recorded another CI formula: {', '.join(formulas)}.")
     notes += seed_notes(agg)
-    dropped = int(agg["duplicates_dropped"].sum())
-    if dropped:
-        notes.append(
-            f"{dropped} duplicate run(s) (same configuration and seed) ignored; newest kept."
-        )
+    dropped = dict(zip(agg["fingerprint"], (list(ids) for ids in agg["dropped_run_ids"]), strict=True))
+    legacy = int(agg.loc[~agg["recorded"].astype(bool), "n_seeds"].sum())
+    notes += [note for note in (dropped_note(dropped), legacy_note(legacy)) if note]
     if (agg["eval_split"] == "val").any():
-        notes.append(
-            "Columns marked (val) are VALIDATION-split results, not test results; "
-            "do not compare them with test numbers."
-        )
-    if paper:
-        if any_paper:
-            notes.append(
-                "paper: Sun et al., Meta-Transfer Learning for Few-Shot Learning (CVPR 2019), "
-                "test split; MatchingNets, Meta-LSTM, MAML, MAML + HT and ProtoNets with Conv4, the "
-                "others ResNet-12. "
-                "Δ = ours - paper (points), only where a run follows the paper's protocol "
-                "(paper preset and backbone, test split, 5-way, 15 queries, 600 episodes)."
-            )
-            notes += [f"— [{n}]: not the paper's protocol ({why})." for why, n in footnotes.items()]
-        else:
-            notes.append("The paper reports no numbers for these methods and settings.")
-    return TableView(title=title, cells=cells, marked=marked, notes=notes, values=values)
+        notes.append("Columns marked (val) are VALIDATION-split results, not test results; "
+                     "do not compare them with test numbers.")
+    return notes
+
+
+def _paper_notes(any_paper: bool, footnotes: dict[str, int]) -> list[str]:
+    if not any_paper:
+        return ["The paper reports no numbers for these methods and settings."]
+    return [
+        "paper: Sun et al., Meta-Transfer Learning for Few-Shot Learning (CVPR 2019), test split; "
+        "MatchingNets, Meta-LSTM, MAML, MAML + HT and ProtoNets with Conv4, the others ResNet-12. "
+        "Δ = ours - paper (points), only where a run follows the paper's protocol (paper preset and "
+        "backbone, test split, 5-way, 15 queries, 600 episodes).",
+        *(f"— [{n}]: not the paper's protocol ({why})." for why, n in footnotes.items()),
+    ]
 
 
 def seed_notes(agg: pd.DataFrame) -> list[str]:
@@ -204,67 +180,54 @@ def seed_notes(agg: pd.DataFrame) -> list[str]:
 
 
 def paired_view(paired: pd.DataFrame) -> TableView:
-    """A renderable view of :func:`paired_table`'s result."""
+    """A renderable view of :func:`~fsbench.report.aggregate.paired_table`'s result: a row per
+    cell, training seed and reference variant."""
     reference = ", ".join(sorted(set(paired["reference"])))
-    diff_col = f"Δ vs {reference} (points)"
-    settings = [
-        column_label(r.dataset, r.way, r.shot, r.eval_split) + f", seed {r.seed}"
-        for r in paired.itertuples()
-    ]
-    labels = paired["method"].tolist()
-    dup = pd.Series(list(zip(labels, settings, strict=True))).duplicated(keep=False)
-    labels = [
-        f"{m} [{rid}]" if d else m for m, rid, d in zip(labels, paired["run_id"], dup, strict=True)
-    ]
-    cells = pd.DataFrame(
-        {
-            "setting": settings,
-            "episodes": [str(n) for n in paired["n"]],
-            "accuracy": [f"{a:.1f}" for a in paired["accuracy"]],
-            reference + " accuracy": [f"{a:.1f}" for a in paired["reference_accuracy"]],
-            diff_col: [
-                f"{d:+.2f} ± {c:.2f}"
-                for d, c in zip(paired["mean_diff"], paired["ci95"], strict=True)
-            ],
-            "significant": ["yes" if s else "" for s in paired["significant"]],
-        },
-        index=pd.Index(labels, name="method"),
-    )
-    marked = pd.DataFrame(False, index=cells.index, columns=cells.columns)
-    marked[diff_col] = paired["significant"].to_numpy(bool)
-    notes = [
-        f"Per-episode differences (method - {reference}) on identical episodes; mean ± 95% CI "
-        f"({CI_FORMULA}). Marked: the CI excludes 0."
-    ]
-    if (paired["eval_split"] == "val").any():
-        notes.append("Settings marked (val) are VALIDATION-split results, not test results.")
-    title = f"Paired comparison against {reference}"
-    return TableView(title=title, cells=cells, marked=marked, notes=notes, values=paired)
+    settings = [column_label(r.dataset, r.way, r.shot, r.eval_split) + f", seed {r.seed}"
+                for r in paired.itertuples()]
+    view = _paired_view(paired, reference, {"setting": settings, "episodes": [str(n) for n in paired["n"]]})
+    view.notes.insert(0, f"Per-episode differences (method - {reference}) on identical episodes, one "
+                         f"run of each side per training seed; mean ± 95% CI ({CI_FORMULA}). "
+                         "Marked: the CI excludes 0.")
+    view.title = f"Paired comparison against {reference}"
+    return view
 
 
 def seed_paired_view(seed_paired: pd.DataFrame) -> TableView:
     """A renderable view of :func:`~fsbench.report.aggregate.seed_paired_table`'s result."""
     reference = ", ".join(sorted(set(seed_paired["reference"])))
+    settings = [column_label(r.dataset, r.way, r.shot, r.eval_split)
+                + f", {r.episodes} episodes, episode seed {r.episode_seed}" for r in seed_paired.itertuples()]
+    view = _paired_view(seed_paired, reference, {
+        "setting": settings, "seeds": [",".join(map(str, s)) for s in seed_paired["seeds"]]})
+    view.notes.insert(0, f"Across training seeds: the mean of the per-seed paired differences (method - "
+                         f"{reference}, same seed, same episodes; each seed once) and its 95% CI, "
+                         f"{SEED_CI_FORMULA}. Marked: the CI excludes 0. A setting with one seed has "
+                         "no such interval.")
+    view.title = f"Paired comparison against {reference}, across training seeds"
+    return view
+
+
+def _paired_view(paired: pd.DataFrame, reference: str, first: dict[str, list[str]]) -> TableView:
+    """The columns both paired views share: the reference variant (when there are several),
+    accuracies, the difference and its verdict; rows labelled by cell."""
     diff_col = f"Δ vs {reference} (points)"
-    cells = pd.DataFrame(
-        {
-            "setting": [column_label(r.dataset, r.way, r.shot, r.eval_split)
-                        + f", episode seed {r.episode_seed}" for r in seed_paired.itertuples()],
-            "seeds": [",".join(map(str, s)) for s in seed_paired["seeds"]],
-            "accuracy": [f"{a:.1f}" for a in seed_paired["accuracy"]],
-            reference + " accuracy": [f"{a:.1f}" for a in seed_paired["reference_accuracy"]],
-            diff_col: [f"{d:+.2f}" + ("" if c != c else f" ± {c:.2f}")
-                       for d, c in zip(seed_paired["mean_diff"], seed_paired["ci95"], strict=True)],
-            "significant": ["yes" if s else "" for s in seed_paired["significant"]],
-        },
-        index=pd.Index(seed_paired["method"].tolist(), name="method"),
-    )
+    columns = dict(first)
+    if paired["reference_label"].nunique() > 1:
+        columns["reference"] = paired["reference_label"].tolist()
+    columns["accuracy"] = [f"{a:.1f}" for a in paired["accuracy"]]
+    columns[reference + " accuracy"] = [f"{a:.1f}" for a in paired["reference_accuracy"]]
+    columns[diff_col] = [f"{d:+.2f}" + ("" if c != c else f" ± {c:.2f}")
+                         for d, c in zip(paired["mean_diff"], paired["ci95"], strict=True)]
+    columns["significant"] = [{"significant": "yes", "not significant": "no"}.get(v, v)
+                              for v in paired["verdict"]]
+    cells = pd.DataFrame(columns, index=pd.Index(paired["label"].tolist(), name="method"))
     marked = pd.DataFrame(False, index=cells.index, columns=cells.columns)
-    marked[diff_col] = seed_paired["significant"].to_numpy(bool)
-    notes = [
-        f"Across training seeds: the mean of the per-seed paired differences (method - "
-        f"{reference}, same seed, same episodes) and its 95% CI, {SEED_CI_FORMULA}. "
-        "Marked: the CI excludes 0. A setting with one seed has no such interval."
-    ]
-    title = f"Paired comparison against {reference}, across training seeds"
-    return TableView(title=title, cells=cells, marked=marked, notes=notes, values=seed_paired)
+    marked[diff_col] = paired["significant"].to_numpy(bool)
+    notes = []
+    if (~paired["testable"].astype(bool)).any():
+        notes.append("not testable: the differences have no spread (all equal, or a single one), so "
+                     "there is no interval to test; never read as significant.")
+    if (paired["eval_split"] == "val").any():
+        notes.append("Settings marked (val) are VALIDATION-split results, not test results.")
+    return TableView(title="", cells=cells, marked=marked, notes=notes, values=paired)

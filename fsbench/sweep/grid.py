@@ -244,11 +244,28 @@ def grid_configs(
     output: Path | None = None,
     cache_dir: Path | None = None,
 ) -> list[RunConfig]:
-    """Expand a grid: command-line lists replace the file's in every product."""
-    products = [({**axes, **(cli_axes or {})}, over) for axes, over in spec.products]
+    """Expand a grid: command-line lists replace the file's in every product. Several
+    ``--data-root`` values without ``--dataset`` pair with the grid's datasets in the order they
+    first appear in it (a grid of miniImageNet and FC100 tables takes ``--data-root MINI,CIFAR``)."""
+    cli_axes = dict(cli_axes or {})
+    if len(cli_axes.get("data_root", ())) > 1 and "dataset" not in cli_axes:
+        roots = _roots_by_dataset(spec, cli_axes.pop("data_root"))
+        products = [({**axes, **cli_axes, "data_root": [roots[d] for d in axes.get("dataset", ["synthetic"])]}, over)
+                    for axes, over in spec.products]
+    else:
+        products = [({**axes, **cli_axes}, over) for axes, over in spec.products]
     out_dir = output or spec.single.get("output") or Path("results")
     cache = cache_dir or spec.single.get("cache_dir")
     return expand(products, cli_overrides or {}, out_dir, cache)
+
+
+def _roots_by_dataset(spec: GridSpec, roots: list[Any]) -> dict[str, Any]:
+    """Each dataset of the grid (in order of first appearance) with its ``--data-root`` value."""
+    datasets = list(dict.fromkeys(d for axes, _ in spec.products for d in axes.get("dataset", ["synthetic"])))
+    if len(roots) != len(datasets):
+        raise ConfigError(f"grid: {len(roots)} data roots for the grid's {len(datasets)} dataset(s) "
+                          f"({', '.join(datasets)}); give one per dataset, in this order, or one for all")
+    return dict(zip(datasets, roots, strict=True))
 
 
 def _merge_overrides(*layers: dict[str, Any]) -> dict[str, Any]:

@@ -4,11 +4,20 @@ Ravi & Larochelle, "Optimization as a Model for Few-Shot Learning", ICLR 2017. F
 learner (a 4-conv network with a ``way``-way linear classifier) starts from the meta-learned
 initial cell state ``c_0`` and is updated by the meta-learner, once per support mini-batch::
 
-    x_t      = [preprocess(L_t), preprocess(grad_t)]       (4 numbers per coordinate)
+    g_t      = grad of the mean support-batch loss / batch size   (the reference's gradient)
+    x_t      = [preprocess(L_t), preprocess(g_t)]          (4 numbers per coordinate)
     h_t      = LSTM_1(x_t, h_{t-1})                        (hidden 20, shared by all coordinates)
-    i_t      = sigmoid(W_I [h_t, c_{t-1}, i_{t-1}] + b_I)  (input gate: a learned learning rate)
-    f_t      = sigmoid(W_F [h_t, c_{t-1}, f_{t-1}] + b_F)  (forget gate: a learned shrinkage)
-    c_t      = f_t * c_{t-1} - i_t * grad_t                (the learner's new parameters)
+    a_t      = W_I [h_t, c_{t-1}, a_{t-1}] + b_I,  i_t = sigmoid(a_t)   (input gate: a learning rate)
+    z_t      = W_F [h_t, c_{t-1}, z_{t-1}] + b_F,  f_t = sigmoid(z_t)   (forget gate: a shrinkage)
+    c_t      = f_t * c_{t-1} - i_t * g_t                   (the learner's new parameters)
+
+As the reference code (``twitter-research/meta-learning-lstm``, the paper's): the gradient is that
+of the batch-mean loss divided again by the batch size (``model/lstm/meta-learner-lstm.lua:64``,
+``gradParameters:div(inputs:size(1))`` after ``nn.CrossEntropyCriterion``'s mean,
+``model/lstm-classifier.lua:31``), and the gate layers see the previous gates *before* their
+sigmoid (``model/lstm/lstm-helper.lua:116-119`` keep ``fN``/``iN``, the pre-activations).
+``hparams.grad_batch_divide`` / ``hparams.gates_pre_sigmoid`` switch either off (the paper's
+equations read as written).
 
 The query loss of the learner at ``c_T`` trains the meta-learner (gates, LSTM_1, ``c_0``) with
 Adam and a clipped global gradient norm. Like the reference, it is *first order*: the learner's
@@ -38,7 +47,8 @@ class MetaLSTMHparams:
 
     lr: Adam learning rate of the meta-learner (and of the learner's initial parameters ``c_0``).
     inner_lr: the input gate starts at exactly this value (its bias is ``logit(inner_lr)``, its
-        weights zero): the first update is a gradient step of this size.
+        weights zero): the first update is a step of this size along the meta-learner's gradient
+        (``grad_batch_divide``: the mean-loss gradient over the batch size).
     forget_bias: initial forget-gate bias (``sigmoid(5) = 0.993``: the learner starts close to
         plain gradient descent, shrinking its parameters by 0.7% per update).
     hidden: units of the first (ordinary) LSTM layer.
@@ -48,6 +58,12 @@ class MetaLSTMHparams:
         25 for 5-way 5-shot, the reference's batch sizes).
     bn_momentum: the learner's BatchNorm running-average momentum over the support batches of
         one episode (reset per episode); the queries of a test episode are normalised with it.
+        None: by shot, 0.9 for 1-shot and 0.95 otherwise (the reference's two configurations).
+    bn_eps: the learner's BatchNorm epsilon (the reference's 1e-3).
+    grad_batch_divide: divide the learner's mean-loss gradient by the batch size again before
+        the meta-learner sees and applies it (the reference code); False: the mean-loss gradient.
+    gates_pre_sigmoid: feed the gate layers their previous values before the sigmoid (the
+        reference code); False: after it (the paper's equations).
     """
 
     lr: float = 1e-3
@@ -57,7 +73,10 @@ class MetaLSTMHparams:
     preprocess_p: float = 10.0
     epochs: int | None = None
     inner_batch: int | None = None
-    bn_momentum: float = 0.9
+    bn_momentum: float | None = None
+    bn_eps: float = 1e-3
+    grad_batch_divide: bool = True
+    gates_pre_sigmoid: bool = True
 
     def check(self) -> None:
         if not 0 < self.inner_lr < 1:
@@ -69,13 +88,20 @@ class MetaLSTMHparams:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"hparams.{name} must be at least 1, got {value}")
-        if not 0 < self.bn_momentum <= 1:
-            raise ConfigError(f"hparams.bn_momentum must be in (0, 1], got {self.bn_momentum}")
+        if self.bn_momentum is not None and not 0 < self.bn_momentum <= 1:
+            raise ConfigError(f"hparams.bn_momentum must be in (0, 1] or null, got {self.bn_momentum}")
+        if not self.bn_eps > 0:
+            raise ConfigError(f"hparams.bn_eps must be positive, got {self.bn_eps}")
 
     def resolved_epochs(self, shot: int) -> int:
         if self.epochs is not None:
             return self.epochs
         return 12 if shot == 1 else 8
+
+    def resolved_bn_momentum(self, shot: int) -> float:
+        if self.bn_momentum is not None:
+            return self.bn_momentum
+        return 0.9 if shot == 1 else 0.95
 
 
 def preprocess(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -90,8 +116,10 @@ def preprocess(x: torch.Tensor, p: float) -> torch.Tensor:
 class MetaLearnerCell(nn.Module):
     """LSTM_1 (ordinary, coordinate-wise) + the meta-learner's gate layer (input, forget)."""
 
-    def __init__(self, hidden: int, inner_lr: float, forget_bias: float) -> None:
+    def __init__(self, hidden: int, inner_lr: float, forget_bias: float, gates_pre_sigmoid: bool = True) -> None:
         super().__init__()
+        #: The state carries each gate's pre-activation (the reference) or its sigmoid.
+        self.gates_pre_sigmoid = gates_pre_sigmoid
         self.lstm = nn.LSTMCell(4, hidden)
         nn.init.uniform_(self.lstm.weight_ih, -0.01, 0.01)
         nn.init.uniform_(self.lstm.weight_hh, -0.01, 0.01)
@@ -110,9 +138,11 @@ class MetaLearnerCell(nn.Module):
         """One update of all coordinates: inputs [P, 4], theta/grad [P] -> new theta, state."""
         lstm_state, i_prev, f_prev = state
         h, c = self.lstm(inputs, lstm_state)
-        i = torch.sigmoid(self.input_gate(torch.cat([h, theta[:, None], i_prev[:, None]], 1))).squeeze(1)
-        f = torch.sigmoid(self.forget_gate(torch.cat([h, theta[:, None], f_prev[:, None]], 1))).squeeze(1)
-        return f * theta - i * grad, ((h, c), i, f)
+        i_pre = self.input_gate(torch.cat([h, theta[:, None], i_prev[:, None]], 1)).squeeze(1)
+        f_pre = self.forget_gate(torch.cat([h, theta[:, None], f_prev[:, None]], 1)).squeeze(1)
+        i, f = torch.sigmoid(i_pre), torch.sigmoid(f_pre)
+        carried = (i_pre, f_pre) if self.gates_pre_sigmoid else (i, f)
+        return f * theta - i * grad, ((h, c), *carried)
 
     def initial_state(self, coords: int, like: torch.Tensor):
         hidden = self.lstm.hidden_size
@@ -137,10 +167,10 @@ class MetaLSTM(Method):
         self.learner = create_backbone(ctx.backbone, num_classes=ctx.way, **kwargs)
         for m in self.learner.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = hp.bn_momentum
+                m.momentum, m.eps = hp.resolved_bn_momentum(ctx.shot), hp.bn_eps
         self.names = [n for n, _ in self.learner.named_parameters()]
         self.shapes = [p.shape for p in self.learner.parameters()]
-        self.cell = MetaLearnerCell(hp.hidden, hp.inner_lr, hp.forget_bias)
+        self.cell = MetaLearnerCell(hp.hidden, hp.inner_lr, hp.forget_bias, hp.gates_pre_sigmoid)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr)
 
     # -- the learner, functionally ------------------------------------------------------------
@@ -202,6 +232,8 @@ class MetaLSTM(Method):
                     return theta, buffers
                 x, y = support[start:start + batch], support_y[start:start + batch]
                 loss, grad = self.learner_gradient(theta, buffers, x, y)
+                if hp.grad_batch_divide:
+                    grad = grad / x.shape[0]
                 inputs = torch.cat([preprocess(loss.expand_as(grad), hp.preprocess_p),
                                     preprocess(grad, hp.preprocess_p)], -1)
                 theta, state = self.cell(inputs, theta, grad, state)

@@ -39,6 +39,7 @@ _P = "Oreshkin et al. 2018"
 _CODE = "ServiceNow/TADAM (the official code) model/tadam.py @0ca35f7"
 _CODE_LATER = "ServiceNow/TADAM model/tadam.py @1a2146b (the later revision with TADAM's defaults)"
 _TEX = "ServiceNow/TADAM paper/main.tex (the paper's source)"
+_HEAD = "ServiceNow/TADAM @5c91a74 model/tadam.py"  # the newest revision (the lines cited with it)
 _AUX_BATCH = ("; DEVIATION: an auxiliary step trains on the meta-batch's images (the official code draws "
               "a separate batch of 64 images of the 64 train classes, --pre_train_batch_size 64)")
 
@@ -53,6 +54,13 @@ _COMMON = {
                        f"{_TEX} appendix: cross-validated at 0.01",
     "hparams.clip_norm": f"{_CODE} --clip_gradient_norm 1.0: slim create_train_op clips each gradient tensor "
                          "(the paper does not mention it)",
+    "hparams.decay_before_clip": f"{_HEAD}:892-893 (the l2_regularizer losses join the loss) and 914-915 "
+                                 "(create_train_op clips the gradient of that total per tensor): the decay is "
+                                 "clipped with the gradient; 858-860 and 871-874 the same for the auxiliary task",
+    "hparams.separate_query_forward": f"{_HEAD}:737-751 (film: the conditioned supports, features_task_encode, "
+                                      "and the queries, features_generic, are two calls of the feature "
+                                      "extractor, each with tf.layers.batch_normalization in training mode: two "
+                                      "sets of batch statistics)",
     "eval_batch": "fsbench: test episodes per batch (a speed setting, no effect on results)",
     "episodic.train_way": f"None = trained with the test way (5): {_CODE} --num_classes_train 5",
     "episodic.grad_clip": "none: TADAM clips per gradient tensor (hparams.clip_norm)",
@@ -89,7 +97,9 @@ PRESETS: dict[str, MethodPreset] = {
                                 f"initial probability 0.9{_AUX_BATCH}",
             "hparams.aux_decay": f"{_CODE} --feat_extract_pretrain_decay_rate 0.9",
             "hparams.aux_decay_every": f"{_CODE} number_of_steps // --feat_extract_pretrain_decay_n 20 = 1500 "
-                                       f"(the paper writes 0.9^floor(20t/T), one power fewer than the code)",
+                                       f"(the paper writes 0.9^floor(20t/T), one power fewer than the code); "
+                                       f"the step t is the loop's ({_HEAD}:943, 969-970): regular updates, so an "
+                                       "extra hard-task meta-batch (fsbench's, not TADAM's) does not advance it",
             "episodic.iterations": f"{_CODE} --number_of_steps 30000; {_TEX} appendix: 30000 episodes with the "
                                    "auxiliary task",
             "episodic.meta_batch": f"{_CODE} --num_tasks_per_batch 2 (5-shot; {_TEX} appendix: 5 tasks "

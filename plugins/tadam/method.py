@@ -9,7 +9,10 @@ One forward of a meta-batch of ``T`` tasks:
    3 fully connected layers, swish between them, residual from the second on; scalars ``gamma0``,
    ``beta0`` per layer, initialised 0 and L2-penalised, so FiLM starts as the identity);
 3. the backbone embeds support and query images again, each image's feature maps scaled and
-   shifted right after the BatchNorm of every conditioned layer by its own task's FiLM;
+   shifted right after the BatchNorm of every conditioned layer by its own task's FiLM: the
+   supports in one forward, the queries in another, so that in training each set is normalised
+   with its own batch statistics, as the official code's two graph calls
+   (``hparams.separate_query_forward``);
 4. logits ``-alpha * ||q - c_k||`` (the official code's Euclidean distance, not squared;
    ``hparams.metric``) to the prototypes of the conditioned support features, ``alpha`` the metric
    scale (fixed and cross-validated in the paper preset, learnable on request).
@@ -17,8 +20,11 @@ One forward of a meta-batch of ``T`` tasks:
 The auxiliary 64-way head (all train classes) is trained, at an update with a probability that
 decays over training, in an *extra* step before the episodic one, on the unconditioned features of
 the meta-batch's images with their global class ids, by its own optimizer on the same learning
-rate schedule; it never runs at test time. Every gradient tensor is clipped to norm
-``hparams.clip_norm`` before each step (the official code's per-variable clipping).
+rate schedule; it never runs at test time. The schedule counts regular updates (meta-iterations,
+as the learning rate's): an extra hard-task meta-batch (``--ht-mode extra``) takes no auxiliary
+step and does not advance it. Weight decay is an L2 term of the gradient, added before every
+gradient tensor is clipped to norm ``hparams.clip_norm`` (the official code's regularisation
+losses and per-variable clipping; ``hparams.decay_before_clip``).
 """
 
 from __future__ import annotations
@@ -58,7 +64,12 @@ class TADAMHparams:
     film_l2: weight of the L2 penalty ``film_l2 * (gamma0^2 + beta0^2) / 2`` (TensorFlow's
         ``l2_regularizer``) on the FiLM post-multipliers.
     clip_norm: every gradient tensor is clipped to this norm before a step (None: no clipping).
-    aux_prob / aux_decay / aux_decay_every: an auxiliary step precedes update ``n`` with
+    decay_before_clip: weight decay joins the gradient (``weight_decay * w``) before the clip, as
+        the official code's L2 losses do; False: the optimizer adds it after the clip.
+    separate_query_forward: supports and queries pass the conditioned backbone in two forwards
+        (each set normalised with its own batch statistics in training, as the official code);
+        False: one forward of both.
+    aux_prob / aux_decay / aux_decay_every: an auxiliary step precedes regular update ``n`` with
         probability ``aux_prob * aux_decay ** (n // aux_decay_every)`` (``aux_prob`` 0: never).
     """
 
@@ -76,6 +87,8 @@ class TADAMHparams:
     ten_layers: int = 3
     film_l2: float = 0.01
     clip_norm: float | None = 1.0
+    decay_before_clip: bool = True
+    separate_query_forward: bool = True
     aux_prob: float = 0.9
     aux_decay: float = 0.9
     aux_decay_every: int = 1_500
@@ -156,11 +169,13 @@ class TaskEmbeddingNetwork(nn.Module):
         return 0.5 * (self.gamma0.pow(2).sum() + self.beta0.pow(2).sum())
 
 
-def _decay_groups(params: list[nn.Parameter]) -> list[dict]:
-    """Weight decay on the conv and fully connected weights only (the official code regularises
-    ``weights``: not biases, BatchNorm, the metric scale or the FiLM post-multipliers)."""
-    return [{"params": [p for p in params if p.ndim > 1]},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+def _decay_groups(params: list[nn.Parameter], decay: float) -> list[dict]:
+    """Weight decay ``decay`` on the conv and fully connected weights only (the official code
+    regularises ``weights``: not biases, BatchNorm, the metric scale or the FiLM post-multipliers).
+    Each group carries its decay as ``l2``; the optimizer's own ``weight_decay`` is set by
+    :meth:`TADAM._make_optimizer`."""
+    return [{"params": [p for p in params if p.ndim > 1], "l2": decay},
+            {"params": [p for p in params if p.ndim <= 1], "l2": 0.0}]
 
 
 class TADAM(Method):
@@ -193,19 +208,19 @@ class TADAM(Method):
         else:
             self.register_buffer("alpha", alpha)
         self.aux_head = nn.Linear(dim, ctx.num_train_classes)
-        #: Updates taken (the auxiliary task's schedule; saved with the state, so a resumed run
-        #: draws the same auxiliary steps).
+        #: Regular updates taken: the auxiliary task's schedule, which extra hard-task meta-batches
+        #: do not advance (saved with the state, so a resumed run draws the same auxiliary steps).
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.aux_steps = 0
         self._warned_no_classes = False
         head = set(map(id, self.aux_head.parameters()))
         main = [p for p in self.parameters() if p.requires_grad and id(p) not in head]
-        self.optimizer = self._make_optimizer(_decay_groups(main))
+        self.optimizer = self._make_optimizer(_decay_groups(main, hp.weight_decay))
         # The auxiliary 64-way task: its own optimizer over the backbone and the head (no weight
         # decay on the head), at the main schedule's learning rate (set before each auxiliary step).
         self.aux_optimizer = self._make_optimizer([
-            *_decay_groups(list(self.backbone.parameters())),
-            {"params": list(self.aux_head.parameters()), "weight_decay": 0.0},
+            *_decay_groups(list(self.backbone.parameters()), hp.weight_decay),
+            {"params": list(self.aux_head.parameters()), "l2": 0.0},
         ])
         if hp.lr_milestones:
             self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -216,10 +231,14 @@ class TADAM(Method):
                 gamma=hp.lr_decay if hp.lr_decay_every else 1.0)
 
     def _make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
+        """SGD or Adam over ``groups``; with ``decay_before_clip`` the decay is added to the
+        gradient by :meth:`_decay_and_clip`, else by the optimizer (after the clip)."""
         hp = self.hp
+        for group in groups:
+            group["weight_decay"] = 0.0 if hp.decay_before_clip else group["l2"]
         if hp.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        return torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+            return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
+        return torch.optim.Adam(groups, lr=hp.lr)
 
     def _training_objects(self) -> dict:
         return {**super()._training_objects(), "aux_optimizer": self.aux_optimizer}
@@ -248,17 +267,20 @@ class TADAM(Method):
     def episode_logits(self, support, support_y, query, way) -> torch.Tensor:
         """Logits [T, Q, way] of images support [T, S, C, H, W], query [T, Q, C, H, W]."""
         t, s, q = support.shape[0], support.shape[1], query.shape[1]
-        images = torch.cat([support.flatten(0, 1), query.flatten(0, 1)])
-        film = None
+        films: list = [None, None]  # per image of the supports, of the queries
         if self.ten is not None:
             plain = self.features(support.flatten(0, 1)).view(t, s, -1)
             per_task = self.task_film(plain, support_y, way)
-            owner = torch.cat([torch.arange(t).repeat_interleave(s), torch.arange(t).repeat_interleave(q)])
-            owner = owner.to(images.device)
-            film = [(g[owner], b[owner]) for g, b in per_task]
-        feats = self.features(images, film)
-        support_f, query_f = feats[: t * s].view(t, s, -1), feats[t * s:].view(t, q, -1)
-        return self.scaled_logits(support_f, support_y, query_f, way)
+            films = [[(g.repeat_interleave(n, 0), b.repeat_interleave(n, 0)) for g, b in per_task] for n in (s, q)]
+        if self.hp.separate_query_forward:  # the official code: two forwards, two sets of batch statistics
+            support_f = self.features(support.flatten(0, 1), films[0])
+            query_f = self.features(query.flatten(0, 1), films[1])
+        else:
+            both = films[0] and [(torch.cat([gs, gq]), torch.cat([bs, bq]))
+                                 for (gs, bs), (gq, bq) in zip(films[0], films[1], strict=True)]
+            feats = self.features(torch.cat([support.flatten(0, 1), query.flatten(0, 1)]), both)
+            support_f, query_f = feats[: t * s], feats[t * s:]
+        return self.scaled_logits(support_f.view(t, s, -1), support_y, query_f.view(t, q, -1), way)
 
     def scaled_logits(self, support_f, support_y, query_f, way) -> torch.Tensor:
         """``-alpha * d(q, c_k)`` [T, Q, way] to the class prototypes ``c_k`` of support features."""
@@ -294,8 +316,14 @@ class TADAM(Method):
         labels = torch.cat([classes.gather(1, support_y).flatten(), classes.gather(1, query_y).flatten()])
         return F.cross_entropy(self.aux_head(feats), labels.to(feats.device))
 
-    def _clip(self, optimizer: torch.optim.Optimizer) -> None:
-        """Clip every gradient tensor of ``optimizer``'s parameters to norm ``clip_norm``."""
+    def _decay_and_clip(self, optimizer: torch.optim.Optimizer) -> None:
+        """With ``decay_before_clip`` add each group's ``l2 * w`` to its gradients (the official
+        code's L2 losses); then clip every gradient tensor to norm ``clip_norm``."""
+        if self.hp.decay_before_clip:
+            for group in optimizer.param_groups:
+                pairs = [(p.grad, p.detach()) for p in group["params"] if p.grad is not None]
+                if group["l2"] and pairs:
+                    torch._foreach_add_([g for g, _ in pairs], [w for _, w in pairs], alpha=group["l2"])
         if self.hp.clip_norm is None:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -309,7 +337,7 @@ class TADAM(Method):
         loss = self.aux_loss(support, support_y, query, query_y, classes)
         self.aux_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self._clip(self.aux_optimizer)
+        self._decay_and_clip(self.aux_optimizer)
         lr = self.optimizer.param_groups[0]["lr"]
         for group in self.aux_optimizer.param_groups:
             group["lr"] = lr
@@ -320,8 +348,10 @@ class TADAM(Method):
                         classes: torch.Tensor | None = None) -> StepOutput:
         """One update, preceded (with the decaying probability) by an auxiliary 64-way step.
         ``classes`` [T, way]: the tasks' global train-class ids, which the auxiliary task needs;
-        without them only the episodic loss is trained (warned once)."""
-        aux = self.take_aux_step()
+        without them only the episodic loss is trained (warned once). An extra hard-task
+        meta-batch (run with the schedule held) takes no auxiliary step and is not counted."""
+        regular = not self._schedule_held  # the base class's: an extra hard-task meta-batch
+        aux = regular and self.take_aux_step()
         if aux and classes is None:
             if not self._warned_no_classes:
                 warnings.warn("TADAM: no global class ids were passed to meta_train_step, so the "
@@ -335,7 +365,8 @@ class TADAM(Method):
         total = loss + self.hp.film_l2 * self.ten.penalty() if self.ten is not None else loss
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        self._clip(self.optimizer)
+        self._decay_and_clip(self.optimizer)
         self.apply_outer_update()
-        self.updates += 1
+        if regular:
+            self.updates += 1
         return StepOutput(loss.detach(), logits.detach())
