@@ -1,4 +1,5 @@
-"""Prototypes and nearest-centroid logits, batched over tasks (ProtoNets and the pre-training probe)."""
+"""Prototypes and nearest-centroid logits, batched over tasks (ProtoNets, SimpleShot, Meta-Baseline
+and the pre-training probe)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,8 @@ def nearest_centroid_logits(
     support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, way: int
 ) -> torch.Tensor:
     return neg_sq_euclidean(query, prototypes(support, support_y, way))
+
+
+def cosine_logits(query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+    """Logits [T, Q, way] = cos(q, p): the cosine similarity of each query to each prototype."""
+    return F.normalize(query, dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)
