@@ -14,11 +14,13 @@ import pandas as pd
 
 from fsbench.paper import (
     ABLATION_ORDER,
+    COMPARISON_ORDER,
     PAPER_COLUMNS,
     PAPER_EVAL_SPLIT,
-    PAPER_ORDER,
     PAPER_WAY,
+    beyond_paper_notes,
     paper_accuracy,
+    paper_mark,
     protocol_differences,
 )
 from fsbench.results import ResultsError
@@ -64,7 +66,7 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
     if df.empty:
         raise ResultsError("no runs to report")
     agg = aggregate(df)
-    order: Sequence[str] = PAPER_ORDER
+    order: Sequence[str] = COMPARISON_ORDER  # the paper's rows, then those beyond it (fsbench.paper)
     if ablation:
         agg = agg[agg["method"].isin(ABLATION_ORDER)].reset_index(drop=True)
         if agg.empty:
@@ -94,7 +96,7 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
         # The paper's whole comparison table: every method and setting it reports, measured or
         # not ("–" where no run is); other runs keep their own rows and columns.
         measured = set(row_method.values())
-        for method in PAPER_ORDER:
+        for method in COMPARISON_ORDER:
             if method not in measured:
                 rows.append(method)
                 row_method[method] = method
@@ -136,7 +138,7 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
         paper_cells, diff_cells = [], []
         for row, ref in zip(rows, reported, strict=True):
             rec = lookup.get((row, col))
-            paper_cells.append("" if ref is None else f"{ref:.1f}")
+            paper_cells.append("" if ref is None else f"{ref:.1f}{paper_mark(row_method[row])}")
             if ref is None or rec is None:
                 diff_cells.append("")
                 continue
@@ -184,6 +186,7 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
                 "(paper preset and backbone, test split, 5-way, 15 queries, 600 episodes)."
             )
             notes += [f"— [{n}]: not the paper's protocol ({why})." for why, n in footnotes.items()]
+            notes += beyond_paper_notes(row_method[row] for row in rows)
         else:
             notes.append("The paper reports no numbers for these methods and settings.")
     return TableView(title=title, cells=cells, marked=marked, notes=notes, values=values)
