@@ -155,12 +155,14 @@ PAPER = MethodPreset(
 PRESETS: dict[str, MethodPreset] = {
     "paper": PAPER,
     "quick": shared_preset(
-        "quick", PAPER, SimpleShotHparams(base_images=6400),
-        "CPU budget: CL2N on the shared quick pre-trained Conv-4, base mean over 6,400 train images",
+        "quick", PAPER, SimpleShotHparams(base_images=1280),
+        "CPU budget: CL2N on the shared quick pre-trained Conv-4, base mean over 1,280 train images",
         {"backbone": "DEVIATION: the shared quick pre-trained Conv-4 (pooled 64-d), for a CPU",
-         "hparams.base_images": "DEVIATION: CPU budget, the mean of 6,400 random train images (the "
-                                "official code averages all 38,400); one pass over all costs more "
-                                "than the 600-episode test"},
+         "hparams.base_images": "DEVIATION: CPU budget, the mean of 1,280 random train images (the "
+                                "official code averages all 38,400; embedding them costs more than "
+                                "the 600-episode test). Measured (real miniImageNet val, 200 1-shot "
+                                "episodes, a 2-epoch quick backbone): 1,280 and 640 images give the "
+                                "accuracy of 6,400 within 0.1 point, paired"},
     ),
     "smoke": shared_preset(
         "smoke", PAPER, SimpleShotHparams(), "seconds: CL2N on the shared smoke backbone",
