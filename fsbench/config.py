@@ -53,6 +53,18 @@ class PretrainConfig:
     step_every: int = 0  # schedule "step": x step_gamma every this many epochs (0: at 50% and 75%)
     step_gamma: float = 0.1
     head_hidden: int = 0  # the classifier head: 0 a single FC layer, else FC-ReLU-FC of this width
+    #: The classifier: "linear" (FC, see head_hidden) or "cosine": Baseline++'s cosine classifier,
+    #: logits = cosine_scale * g_c * cos(x, w_c) with a learned gain g_c per class
+    #: (:class:`fsbench.engine.heads.CosineClassifier`).
+    head: str = "linear"
+    cosine_scale: float = 2.0
+    #: Born-again self-distillation (RFS): generation k > 0 is trained from a fresh initialisation
+    #: on distill_ce_weight * CE + distill_kl_weight * T^2 * KL(teacher || student) at temperature T,
+    #: its teacher being generation k - 1 (the same settings, one generation fewer). 0: none.
+    distill_generations: int = 0
+    distill_ce_weight: float = 0.5
+    distill_kl_weight: float = 0.5
+    distill_temperature: float = 4.0
 
 
 @dataclass(frozen=True)

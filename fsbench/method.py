@@ -7,7 +7,9 @@ val episodes, checkpoints, and evaluates. A method only says what is specific to
 * ``meta_train_step(batch)``: one outer update on a meta-batch of tasks (episodic methods);
 * at test time either ``embed`` + ``classify`` (backbone frozen at test: the core computes
   each test image's features once and builds every episode from them), or
-  ``adapt_and_predict`` (methods that adapt the backbone per episode, e.g. MAML).
+  ``adapt_and_predict`` (methods that adapt the backbone per episode, e.g. MAML);
+* optionally ``fit_base(train, normalize)``: statistics of the base (train) classes, once
+  before the test episodes (SimpleShot's CL2N centres features on the base classes' mean).
 
 All tensors carry a leading task dimension ``T``: tasks are processed batched.
 """
@@ -18,13 +20,16 @@ import contextlib
 from abc import ABC
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from fsbench.config import MethodPreset
 from fsbench.engine.precision import Precision, resolve_precision
+
+if TYPE_CHECKING:
+    from fsbench.data.base import Normalizer, Split
 
 
 @dataclass
@@ -155,6 +160,17 @@ class Method(nn.Module, ABC):
         return {name: obj for name, obj in objs.items() if obj is not None}
 
     # -- test -------------------------------------------------------------------------------
+    def fit_base(self, train: Split, normalize: Normalizer) -> None:
+        """Learn what the method needs from the base (train) classes before it is tested.
+
+        The core calls this once per run, after any meta-training and before the test episodes,
+        with the train split (uint8 images, labels) and the normaliser that turns its images into
+        the backbone's input; it is never given the split that is evaluated. The default does
+        nothing. SimpleShot's CL2N keeps the mean feature of the base classes here
+        (``fsbench.engine.evaluate.embed_images`` embeds a split's images in chunks). Its time
+        counts as training time (``train_seconds``).
+        """
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Features [N, D] of normalised images [N, C, H, W] (``frozen_at_test`` methods)."""
         raise NotImplementedError

@@ -9,10 +9,17 @@ numbers on FC100. The comparison rows quoted from other papers (their own protoc
 
 Keys are fsbench method names (the plugin names) and dataset names (``miniimagenet``,
 ``fc100``).
+
+Beyond the paper: the strong simple baselines published since (SimpleShot, Baseline++, RFS,
+Meta-Baseline) with their own papers' miniImageNet numbers and backbones (:data:`BEYOND_PAPER`).
+``report --paper`` lists them after the paper's rows, their numbers marked †; ours − theirs only
+where a run follows fsbench's paper protocol on the original's backbone (the method's ``paper``
+preset).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: Paper name of each method, as printed in its tables.
@@ -27,6 +34,10 @@ METHOD_LABELS: dict[str, str] = {
     "finetune": "Finetune on pre-trained model",
     "mtl": "MTL",
     "mtl_ht": "MTL + HT",
+    "baselinepp": "Baseline++",
+    "simpleshot": "SimpleShot (CL2N)",
+    "rfs": "RFS-distill",
+    "meta_baseline": "Meta-Baseline",
 }
 
 #: Row order of the paper's ablation table.
@@ -45,6 +56,45 @@ PAPER_ORDER: tuple[str, ...] = (
     "mtl",
     "mtl_ht",
 )
+
+
+@dataclass(frozen=True)
+class BeyondPaper:
+    """A method the MTL paper does not report, with its own paper's 5-way test accuracies (%).
+
+    ``backbone``: fsbench's name of the original's backbone (the method's ``paper`` preset uses
+    it); ``protocol``: how the original evaluated, where it is not fsbench's.
+    """
+
+    source: str
+    backbone: str
+    results: dict[tuple[str, int], float]
+    protocol: str = ""
+
+
+#: The strong simple baselines since MTL, in publication order, with their published numbers.
+BEYOND_PAPER: dict[str, BeyondPaper] = {
+    "baselinepp": BeyondPaper(
+        "Chen et al., A Closer Look at Few-shot Classification (ICLR 2019), Conv-4 with data "
+        "augmentation (ResNet-18 at 224 px: 51.87 / 75.68)", "conv4",
+        {("miniimagenet", 1): 48.24, ("miniimagenet", 5): 66.43}),
+    "simpleshot": BeyondPaper(
+        "Wang et al., SimpleShot (arXiv:1911.04623, 2019), Table 1, Conv-4, CL2N", "conv4",
+        {("miniimagenet", 1): 49.69, ("miniimagenet", 5): 66.92}, "10,000 episodes"),
+    "rfs": BeyondPaper(
+        "Tian et al., Rethinking Few-Shot Image Classification (ECCV 2020), Table 1, ResNet-12, "
+        "RFS-distill (RFS-simple: 62.02 / 79.64)", "resnet12",
+        {("miniimagenet", 1): 64.82, ("miniimagenet", 5): 82.14},
+        "each support image augmented into 5 copies"),
+    "meta_baseline": BeyondPaper(
+        "Chen et al., Meta-Baseline (ICCV 2021), ResNet-12 64-128-256-512 (Classifier-Baseline: "
+        "58.91 / 77.76)", "resnet12_mtl",
+        {("miniimagenet", 1): 63.17, ("miniimagenet", 5): 79.26}, "8,000 episodes of 80-px images"),
+}
+BEYOND_PAPER_ORDER: tuple[str, ...] = tuple(BEYOND_PAPER)
+
+#: The rows of ``report --paper``: the paper's, then those beyond it.
+COMPARISON_ORDER: tuple[str, ...] = PAPER_ORDER + BEYOND_PAPER_ORDER
 
 #: Backbone the paper used for each method.
 PAPER_BACKBONES: dict[str, str] = {
@@ -112,13 +162,16 @@ class PaperResult:
 def paper_accuracy(
     method: str, dataset: str, shot: int, way: int = PAPER_WAY, eval_split: str = PAPER_EVAL_SPLIT
 ) -> float | None:
-    """The paper's accuracy (%) for this setting, or None where it reports none.
+    """The paper's accuracy (%) for this setting, or None where it reports none; for a method
+    beyond the paper (:data:`BEYOND_PAPER`), its own paper's number.
 
     Only 5-way test-split settings have paper numbers; a validation-split run is never compared
     with a test number.
     """
     if way != PAPER_WAY or eval_split != PAPER_EVAL_SPLIT:
         return None
+    if method in BEYOND_PAPER:
+        return BEYOND_PAPER[method].results.get((dataset.lower(), int(shot)))
     return PAPER_RESULTS.get((method, dataset.lower(), int(shot)))
 
 
@@ -153,7 +206,31 @@ def paper_result(method: str, dataset: str, shot: int) -> PaperResult | None:
     acc = paper_accuracy(method, dataset, shot)
     if acc is None:
         return None
-    return PaperResult(method, dataset.lower(), int(shot), acc, PAPER_BACKBONES[method])
+    backbone = BEYOND_PAPER[method].backbone if method in BEYOND_PAPER else PAPER_BACKBONES[method]
+    return PaperResult(method, dataset.lower(), int(shot), acc, backbone)
+
+
+#: Marks a number that is not the MTL paper's but a method's own paper's.
+BEYOND_MARK = " †"
+
+
+def paper_mark(method: str) -> str:
+    """:data:`BEYOND_MARK` for a method beyond the paper, else nothing."""
+    return BEYOND_MARK if method in BEYOND_PAPER else ""
+
+
+def beyond_paper_notes(methods: Iterable[str]) -> list[str]:
+    """One note per method beyond the paper among ``methods``: where its † number comes from."""
+    present = set(methods)
+    notes = []
+    for method in BEYOND_PAPER_ORDER:
+        if method in present:
+            ref = BEYOND_PAPER[method]
+            protocol = f" (the original's test: {ref.protocol})" if ref.protocol else ""
+            notes.append(f"† {method} ({method_label(method)}) is beyond the paper: its number is "
+                         f"the original's, {ref.source}; Δ only on fsbench's paper protocol with "
+                         f"backbone {ref.backbone}{protocol}.")
+    return notes
 
 
 def method_label(method: str) -> str:

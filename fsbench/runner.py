@@ -29,7 +29,7 @@ from rich.text import Text
 from fsbench.atomic import atomic_write_json, atomic_write_jsonl
 from fsbench.backbones import check_backbone_name
 from fsbench.config import BUILT_IN, HardTaskConfig, RunConfig, resolve_preset, to_jsonable
-from fsbench.data import FewShotDataset, Normalizer, load_dataset
+from fsbench.data import FewShotDataset, Normalizer, Split, load_dataset
 from fsbench.data.cache import default_cache_dir
 from fsbench.engine.allocator import keep_freed_memory
 from fsbench.engine.episodic import TrainLog, meta_train
@@ -289,6 +289,7 @@ class Run:
                 preset.eval_batch, episode_seed=cfg.episode_seed,
             ))
             history += train_log.history
+        base_seconds = self._fit_base(method, train_split, normalize)  # Method.fit_base, timed
         # Test episodes depend on the episode seed only: every training seed sees the same ones.
         sampler = EpisodeSampler(eval_split, spec, cfg.episode_seed, eval_data.name, stream="eval")
         episodes = sampler.batch(range(cfg.episodes))  # drawn once: evaluated and fingerprinted
@@ -314,7 +315,7 @@ class Run:
             "hard_task_mode": self.hard.mode if self.hard.enabled else None,
             "outer_updates": train_log.outer_updates,
             "accuracy": acc, "ci95": ci, "ci_formula": CI_FORMULA,
-            "pretrain_seconds": pretrain_seconds, "train_seconds": train_log.seconds,
+            "pretrain_seconds": pretrain_seconds, "train_seconds": train_log.seconds + base_seconds,
             "eval_seconds": eval_seconds, "best_val_accuracy": train_log.best_accuracy,
             "best_iteration": train_log.best_iteration, "device": str(self.device),
             "device_name": device_name(self.device), "precision": self.precision.label,
@@ -412,6 +413,14 @@ class Run:
         )
         method = self._guard(lambda: self.record.cls(ctx))
         return method.to(self.device)
+
+    def _fit_base(self, method: Method, train: Split, normalize: Normalizer) -> float:
+        """Seconds taken by the method's :meth:`~fsbench.method.Method.fit_base` on the train split."""
+        if type(method).fit_base is Method.fit_base:
+            return 0.0  # the method learns nothing from the base classes
+        began = time.perf_counter()
+        self._guard(lambda: method.fit_base(train, normalize))
+        return time.perf_counter() - began
 
     def _guard(self, fn):
         """Run plugin code; a plugin's own failure is reported naming the plugin."""

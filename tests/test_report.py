@@ -236,9 +236,9 @@ def test_paper_column_and_difference_on_the_papers_protocol(tmp_path):
 def test_paper_table_shows_every_row_and_setting_the_paper_reports(tmp_path):
     make_run(tmp_path, "mtl", [0.5, 0.6] * 300, **PAPER_RUN)
     view = accuracy_table(load_runs(tmp_path), paper=True)
-    from fsbench.paper import PAPER_COLUMNS, PAPER_ORDER
+    from fsbench.paper import COMPARISON_ORDER, PAPER_COLUMNS
 
-    assert list(view.cells.index) == list(PAPER_ORDER)  # the paper's rows, in its order
+    assert list(view.cells.index) == list(COMPARISON_ORDER)  # the paper's rows, then those beyond
     for dataset, shot in PAPER_COLUMNS:
         assert f"{dataset} {shot}-shot" in view.cells.columns
     # Not run: no number of ours (rendered "–"), the paper's beside it, no difference.

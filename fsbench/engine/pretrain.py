@@ -6,8 +6,14 @@ train classes (64-way on miniImageNet, 60-way on FC100) is trained by ordinary s
 classification with SGD (Nesterov momentum, weight decay, cosine or step schedule, optional
 label smoothing) and random-resized-crop + flip augmentation. After every epoch the backbone's
 features are probed on a fixed set of val episodes with a nearest-centroid classifier, and the
-epoch with the best probe accuracy is the one kept. The head is thrown away: the result is the
-backbone's ``state_dict`` as built by ``create_backbone(name, **kwargs)`` (no classifier).
+epoch with the best probe accuracy is the one kept. The result is the backbone's ``state_dict``
+as built by ``create_backbone(name, **kwargs)`` (no classifier); the head of the same epoch is
+kept beside it only as a distillation teacher's.
+
+Two variants, each its own cache entry (their settings enter the key): ``head="cosine"``, the
+cosine classifier with learned per-class gains of Baseline++ (:class:`fsbench.engine.heads.CosineClassifier`),
+and ``distill_generations=k``, born-again self-distillation from generation ``k - 1`` (RFS,
+:mod:`fsbench.engine.distill`).
 
 Everything that is random flows from generators seeded by ``(seed, epoch, batch)`` (the epoch's
 image order, each batch's crops and flips) and the weights are initialised under a seed derived
@@ -30,7 +36,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +58,9 @@ from fsbench.stats import mean_ci95
 
 from . import distributed
 from .augment import CropFlip, random_resized_crop_flip
+from .distill import Teacher, distillation_loss
 from .evaluate import evaluate_episodes
+from .heads import pretrain_head
 from .precision import Precision, resolve_precision
 from .prototypes import nearest_centroid_logits
 
@@ -68,11 +76,14 @@ __all__ = [
 
 SCHEDULES = ("cosine", "step", "halve")
 OPTIMIZERS = ("sgd", "adam")
+HEADS = ("linear", "cosine")
 
 #: Pre-training settings added after the first release, with their defaults: a configuration
 #: that keeps them at these values keeps the cache key it had (its cached backbone stays valid).
 _LATER_DEFAULTS = {"optimizer": "sgd", "crop": True, "halve_every": 5000, "lr_min": 0.0,
-                   "step_every": 0, "step_gamma": 0.1, "head_hidden": 0}
+                   "step_every": 0, "step_gamma": 0.1, "head_hidden": 0, "head": "linear",
+                   "cosine_scale": 2.0, "distill_generations": 0, "distill_ce_weight": 0.5,
+                   "distill_kl_weight": 0.5, "distill_temperature": 4.0}
 PROBE_SHOT = 1
 PROBE_QUERY = 15
 
@@ -166,6 +177,11 @@ PRETRAIN_SOURCES: dict[str, dict[str, str]] = {
         "pretrain.step_gamma": "unused by the halving schedule",
         "pretrain.head_hidden": "Sun et al., CVPR 2019, Sec. 4.1 (a single FC head, discarded after "
                                 f"pre-training); {_TF}models/resnet12.py:159-162 (FC 512-64)",
+        "pretrain.head": f"Sun et al., CVPR 2019, Sec. 4.1 (a linear FC head); {_TF}models/resnet12.py:159-162",
+        "pretrain.cosine_scale": "unused by the linear head",
+        "pretrain.distill_generations": f"{_T}: plain many-shot classification, no distillation",
+        **{f"pretrain.distill_{k}": "unused without distillation"
+           for k in ("ce_weight", "kl_weight", "temperature")},
         "pretrain.batch_size": f"{_T} (batch 64); {_TF} pre-train batch 64",
         "pretrain.epochs": f"{_T} (10k iterations): 17 epochs of 600 batches of 64 = 10,200 "
                            f"iterations; {_TF}run_experiment.py:40 uses the 10k checkpoint",
@@ -221,6 +237,9 @@ class PretrainResult:
     cached: bool = False
     best_accuracy: float = float("nan")
     best_epoch: int = 0
+    #: The classifier head of the best epoch (a teacher's soft targets need it, engine/distill.py);
+    #: None for cache files written before heads were kept.
+    head: dict[str, torch.Tensor] | None = None
 
 
 def probe_spec(spec: EpisodeSpec, val: Split) -> EpisodeSpec:
@@ -287,6 +306,14 @@ def _check(cfg: PretrainConfig) -> None:
         raise ConfigError(f"pretrain.lr must be positive, got {cfg.lr}")
     if not 0 <= cfg.label_smoothing < 1:
         raise ConfigError(f"pretrain.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.head not in HEADS:
+        raise ConfigError(f"pretrain.head must be one of {', '.join(HEADS)}, got {cfg.head!r}")
+    if cfg.head == "cosine" and cfg.head_hidden:
+        raise ConfigError("pretrain.head_hidden must be 0 with pretrain.head=cosine (a single cosine layer)")
+    if not cfg.cosine_scale > 0 or not cfg.distill_temperature > 0:
+        raise ConfigError("pretrain.cosine_scale and pretrain.distill_temperature must be positive")
+    if cfg.distill_generations < 0 or cfg.distill_ce_weight < 0 or cfg.distill_kl_weight < 0:
+        raise ConfigError("pretrain.distill_generations, distill_ce_weight and distill_kl_weight must be >= 0")
 
 
 def _lr_factor(cfg: PretrainConfig, total_steps: int):
@@ -338,6 +365,7 @@ class _Setup:
     key: str
     probe: EpisodeSpec
     precision: Precision
+    teacher: PretrainResult | None = None  # the previous generation, when distilling
 
 
 def ensure_pretrained(
@@ -377,12 +405,17 @@ def ensure_pretrained(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / f"{key}.pt"
-    if distributed.world_size() > 1:  # torchrun: all ranks train (DDP), rank 0 writes
-        setup = _Setup(dataset, backbone, dict(backbone_kwargs), cfg, preset, seed, device, key, probe,
-                       precision)
-        return _ensure_distributed(setup, final, cache_dir, show_progress, resume)
-    if final.exists():
+    if distributed.world_size() == 1 and final.exists():
         return _load_cached(final)
+    teacher = None
+    if cfg.distill_generations:  # born-again: generation k learns from k - 1 (engine/distill.py)
+        teacher = ensure_pretrained(
+            dataset, backbone, backbone_kwargs, replace(cfg, distill_generations=cfg.distill_generations - 1),
+            preset, seed, device, cache_dir, spec, show_progress, resume, precision)
+    setup = _Setup(dataset, backbone, dict(backbone_kwargs), cfg, preset, seed, device, key, probe,
+                   precision, teacher)
+    if distributed.world_size() > 1:  # torchrun: all ranks train (DDP), rank 0 writes
+        return _ensure_distributed(setup, final, cache_dir, show_progress, resume)
     lock = filelock.FileLock(str(cache_dir / f"{key}.lock"))
     try:
         lock.acquire(timeout=0)
@@ -392,8 +425,6 @@ def ensure_pretrained(
     try:
         if final.exists():  # trained by the process we waited for
             return _load_cached(final)
-        setup = _Setup(dataset, backbone, dict(backbone_kwargs), cfg, preset, seed, device, key, probe,
-                       precision)
         return _train(setup, final, cache_dir / f"{key}.ckpt.pt", show_progress, resume)
     finally:
         lock.release()
@@ -410,6 +441,7 @@ def _load_cached(path: Path) -> PretrainResult:
     return PretrainResult(
         state=saved["state"], seconds=0.0, history=list(saved["history"]), path=path, cached=True,
         best_accuracy=float(saved["best_accuracy"]), best_epoch=int(saved["best_epoch"]),
+        head=saved.get("head"),
     )
 
 
@@ -420,13 +452,14 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
     with torch.random.fork_rng(devices=[]):  # a seeded initialisation, global RNG untouched
         torch.manual_seed(derive_seed("pretrain-init", s.key))
         model = create_backbone(s.backbone, **s.backbone_kwargs)
-        dim = feature_dim(model)
-        head: nn.Module = (nn.Linear(dim, train.num_classes) if not cfg.head_hidden else nn.Sequential(
-            nn.Linear(dim, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, train.num_classes)))
+        head = pretrain_head(cfg, feature_dim(model), train.num_classes)
     model.to(device)
     s.precision.prepare(model)
     head.to(device)
     net = distributed.wrap(nn.Sequential(model, head), device)  # head(model(x)); DDP under torchrun
+    teacher = None if s.teacher is None else Teacher(
+        s.backbone, s.backbone_kwargs, cfg, train.num_classes, s.teacher.state, s.teacher.head,
+        s.precision, device, str(s.teacher.path))
     save, write_json = distributed.main_only(atomic_torch_save), distributed.main_only(atomic_write_json)
     params = list(model.parameters()) + list(head.parameters())
     if cfg.optimizer == "adam":
@@ -457,7 +490,7 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
     crop = CropFlip() if cfg.crop else CropFlip(scale=(1.0, 1.0), ratio=(1.0, 1.0))  # flips only
 
     start, seconds = 0, 0.0
-    best_state = _cpu_state(model)
+    best_state, best_head = _cpu_state(model), _cpu_state(head)
     best_accuracy, best_epoch = -math.inf, 0
     history: list[dict[str, Any]] = []
     if checkpoint.exists():
@@ -468,7 +501,7 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             start, seconds = int(state["epoch"]), float(state["seconds"])
-            best_state = state["best"]
+            best_state, best_head = state["best"], state.get("best_head")
             best_accuracy, best_epoch = float(state["best_accuracy"]), int(state["best_epoch"])
             history = list(state["history"])
             console.print(f"[yellow]resuming pre-training[/] after epoch {start}/{cfg.epochs}: {checkpoint}")
@@ -499,6 +532,9 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
                 with ctx.autocast():
                     logits = net(s.precision.input(x))
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if teacher is not None:
+                    loss = cfg.distill_ce_weight * loss + cfg.distill_kl_weight * distillation_loss(
+                        logits.float(), teacher(x), cfg.distill_temperature)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -521,7 +557,7 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
             })
             if acc > best_accuracy:
                 best_accuracy, best_epoch = acc, epoch + 1
-                best_state = _cpu_state(model)
+                best_state, best_head = _cpu_state(model), _cpu_state(head)
             progress.note(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {mean_loss:.3f}  val {acc:.1f}±{ci:.1f}%  "
                 f"best {best_accuracy:.1f}%"
@@ -529,7 +565,7 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
             save({
                 "key": s.key, "epoch": epoch + 1, "backbone": _cpu_state(model),
                 "head": _cpu_state(head), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "best": best_state,
+                "scheduler": scheduler.state_dict(), "best": best_state, "best_head": best_head,
                 "best_accuracy": best_accuracy, "best_epoch": best_epoch, "history": history,
                 "seconds": seconds,
             }, checkpoint)
@@ -539,8 +575,8 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
         "device": str(device), "precision": s.precision.label,
     }
     save({
-        "key": s.key, "state": best_state, "history": history, "best_accuracy": best_accuracy,
-        "best_epoch": best_epoch, "seconds": seconds, "meta": meta,
+        "key": s.key, "state": best_state, "head": best_head, "history": history,
+        "best_accuracy": best_accuracy, "best_epoch": best_epoch, "seconds": seconds, "meta": meta,
     }, final)
     write_json(final.with_suffix(".json"), {
         **meta, "best_accuracy": best_accuracy, "best_epoch": best_epoch, "seconds": seconds,
@@ -551,9 +587,10 @@ def _train(s: _Setup, final: Path, checkpoint: Path, show_progress: bool, resume
         f"[green]pre-trained[/] {s.backbone}: best val probe {best_accuracy:.1f}% at epoch "
         f"{best_epoch}/{cfg.epochs} ({seconds:.0f} s), saved to {final}"
     )
-    return PretrainResult(
-        state=copy.deepcopy(best_state), seconds=seconds, history=history, path=final,
-        cached=False, best_accuracy=best_accuracy, best_epoch=best_epoch,
+    return PretrainResult(  # the time of the generations trained now for it included
+        state=copy.deepcopy(best_state), seconds=seconds + (s.teacher.seconds if s.teacher else 0.0),
+        history=history, path=final, cached=False, best_accuracy=best_accuracy,
+        best_epoch=best_epoch, head=best_head,
     )
 
 

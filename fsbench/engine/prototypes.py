@@ -1,4 +1,5 @@
-"""Prototypes and nearest-centroid logits, batched over tasks (ProtoNets and the pre-training probe)."""
+"""Prototypes and nearest-centroid logits, batched over tasks (ProtoNets, SimpleShot, Meta-Baseline
+and the pre-training probe)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,8 @@ def nearest_centroid_logits(
     if metric != "sq_euclidean":
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     return neg
+
+
+def cosine_logits(query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+    """Logits [T, Q, way] = cos(q, p): the cosine similarity of each query to each prototype."""
+    return F.normalize(query, dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)

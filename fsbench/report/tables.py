@@ -14,11 +14,13 @@ import pandas as pd
 
 from fsbench.paper import (
     ABLATION_ORDER,
+    COMPARISON_ORDER,
     PAPER_COLUMNS,
     PAPER_EVAL_SPLIT,
-    PAPER_ORDER,
     PAPER_WAY,
+    beyond_paper_notes,
     paper_accuracy,
+    paper_mark,
     protocol_differences,
 )
 from fsbench.results import ResultsError
@@ -58,7 +60,7 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
     if df.empty:
         raise ResultsError("no runs to report")
     agg = aggregate(df)
-    order: Sequence[str] = PAPER_ORDER
+    order: Sequence[str] = COMPARISON_ORDER  # the paper's rows, then those beyond it (fsbench.paper)
     if ablation:
         agg = agg[agg["method"].isin(ABLATION_ORDER)].reset_index(drop=True)
         if agg.empty:
@@ -95,7 +97,7 @@ def accuracy_table(df: pd.DataFrame, *, ablation: bool = False, paper: bool = Fa
     marked = pd.DataFrame(marked_data, index=index, columns=list(cell_data))
     ways = sorted(set(agg["way"]))
     title = ("Ablation: " if ablation else "") + f"{'/'.join(map(str, ways))}-way accuracy (%), mean ± 95% CI"
-    notes = _accuracy_notes(agg) + (_paper_notes(any_paper, footnotes) if paper else [])
+    notes = _accuracy_notes(agg) + (_paper_notes(any_paper, footnotes, [row_method[row] for row in rows]) if paper else [])
     return TableView(title=title, cells=cells, marked=marked, notes=notes, values=values)
 
 
@@ -105,7 +107,7 @@ def _layout(agg: pd.DataFrame, order: Sequence[str], whole_paper: bool):
     row_method = {r.row: r.method for r in agg.itertuples()}
     col_keys = sorted({(r.dataset, r.way, r.shot, r.eval_split) for r in agg.itertuples()}, key=column_sort_key)
     if whole_paper:  # "–" where no run is; other runs keep their own rows and columns
-        for method in PAPER_ORDER:
+        for method in COMPARISON_ORDER:
             if method not in row_method.values():
                 row_method[method] = method
         col_keys += [(d, PAPER_WAY, shot, PAPER_EVAL_SPLIT) for d, shot in PAPER_COLUMNS
@@ -123,8 +125,8 @@ def _paper_cells(col_key: tuple, methods: list[str], recs: list, footnotes: dict
     if all(p is None for p in reported):
         return None
     paper_cells, diff_cells = [], []
-    for rec, ref in zip(recs, reported, strict=True):
-        paper_cells.append("" if ref is None else f"{ref:.1f}")
+    for method, rec, ref in zip(methods, recs, reported, strict=True):
+        paper_cells.append("" if ref is None else f"{ref:.1f}{paper_mark(method)}")
         if ref is None or rec is None:
             diff_cells.append("")
             continue
@@ -153,7 +155,7 @@ def _accuracy_notes(agg: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _paper_notes(any_paper: bool, footnotes: dict[str, int]) -> list[str]:
+def _paper_notes(any_paper: bool, footnotes: dict[str, int], methods: list[str]) -> list[str]:
     if not any_paper:
         return ["The paper reports no numbers for these methods and settings."]
     return [
@@ -162,6 +164,7 @@ def _paper_notes(any_paper: bool, footnotes: dict[str, int]) -> list[str]:
         "Δ = ours - paper (points), only where a run follows the paper's protocol (paper preset and "
         "backbone, test split, 5-way, 15 queries, 600 episodes).",
         *(f"— [{n}]: not the paper's protocol ({why})." for why, n in footnotes.items()),
+        *beyond_paper_notes(methods),
     ]
 
 
