@@ -39,6 +39,9 @@ class ProtoNetHparams:
     lr_decay_every: int = 2000  # ... every this many meta-batches (0: never)
     #: The distance to the prototypes: ``sq_euclidean`` (Snell et al.) or ``euclidean``.
     metric: str = "sq_euclidean"
+    #: The embedding is multiplied by this (1: Snell et al.'s). With the squared metric the
+    #: logits scale with its square: a softmax temperature fixed at initialisation.
+    feature_scale: float = 1.0
     #: Runs with fewer shots than this pool the backbone's map globally instead of flattening it
     #: (``backbone_kwargs={"pool": "flatten"}``); 0: never. The ``quick`` preset sets 2: on a
     #: CPU schedule a flattened 1-shot embedding lost 2.79 ± 0.62 points to the pooled one (README).
@@ -60,6 +63,8 @@ class ProtoNet(Method):
         hp: ProtoNetHparams = ctx.hparams
         if hp.metric not in METRICS:
             raise ConfigError(f"hparams.metric must be one of {', '.join(METRICS)}, got {hp.metric!r}")
+        if not hp.feature_scale > 0:
+            raise ConfigError(f"hparams.feature_scale must be positive, got {hp.feature_scale}")
         if hp.lr_decay_every < 0:
             raise ConfigError(f"hparams.lr_decay_every must be >= 0 (0: no decay), got {hp.lr_decay_every}")
         kwargs = with_image_size(embedding_kwargs(ctx.backbone_kwargs, ctx.shot, hp.pool_below_shot),
@@ -70,7 +75,9 @@ class ProtoNet(Method):
             self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, hp.lr_decay_every, hp.lr_decay)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.ctx.precision.forward(self.backbone, images)  # float32 features
+        features = self.ctx.precision.forward(self.backbone, images)  # float32 features
+        scale = self.ctx.hparams.feature_scale
+        return features if scale == 1.0 else features * scale
 
     def classify(self, support, support_y, query, way):
         return nearest_centroid_logits(support, support_y, query, way, self.ctx.hparams.metric)
@@ -102,6 +109,8 @@ PRESETS = {
                           "scripts/train/few_shot/run_train.py L50 (--train.learning_rate 0.001)",
             "hparams.lr_decay": f"{_SNELL}, Sec. 3.1 ('cut the learning rate in half every 2000 episodes')",
             "hparams.pool_below_shot": f"0: every shot flattens, {_SNELL}, Sec. 3.2",
+            "hparams.feature_scale": f"{_SNELL}: the embedding as the network computes it (no scale; "
+                                     f"{_CODE} protonets/models/few_shot.py L48-52)",
             "hparams.metric": f"{_SNELL}, Sec. 2.2 and Eq. 1 (squared Euclidean distance); {_CODE} "
                               "protonets/models/utils.py L3-14 (euclidean_dist sums squared differences)",
             "hparams.lr_decay_every": f"{_SNELL}, Sec. 3.1 (2000 episodes); {_CODE} run_train.py L52 "
