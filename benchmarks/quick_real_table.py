@@ -45,6 +45,7 @@ def _seconds(run) -> str:
 
 def table(root: Path) -> str:
     df = load_runs(root)
+    df = df[df["seed"] == 0]  # other training seeds may share the folder (seed-level comparisons)
     shots = sorted(set(df["shot"]))
     by_key = {(r.method, r.shot): r for r in df.sort_values("created").itertuples()}
     methods = sorted(set(df["method"]), key=method_sort_key)
