@@ -220,6 +220,20 @@ def test_the_core_defines_no_executor_flag():
     assert not flags & set(sweep._option_string_actions)
 
 
+def test_the_sweep_takes_keys_and_checks_from_the_run_not_the_engine():
+    """No module of fsbench/sweep/ imports fsbench.engine: names, pre-training keys and episode
+    checks come from fsbench.runner.Run."""
+    import ast
+
+    import fsbench.sweep
+
+    for path in sorted(Path(fsbench.sweep.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("fsbench.engine") for n in names), (path.name, names)
+
+
 def test_sweep_help_lists_each_executors_flags_under_its_name(capsys):
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
