@@ -164,7 +164,7 @@ class RunConfig:
     dataset: str = option("synthetic", choices=DATASETS, group=DATA,
                           help="dataset (synthetic and synthetic_easy are built in; the others "
                                "need --data-root)")
-    data_root: Path | None = option(None, parse=parse_path, group=DATA, metavar="PATH",
+    data_root: Path | None = option(None, parse=parse_path, group=DATA, metavar="PATH", in_key=False,
                                     help="the dataset's archive or folder (see `fsbench datasets`); "
                                          "prepared into the cache on first use")
     eval_split: str = option("test", choices=EVAL_SPLITS, group=DATA,
@@ -174,7 +174,7 @@ class RunConfig:
                                            "--eval-split (e.g. train on miniimagenet, test on cub); "
                                            "default: --dataset")
     eval_data_root: Path | None = option(None, parse=parse_path, group=DATA, metavar="PATH",
-                                         help="the --eval-dataset's archive or folder")
+                                         in_key=False, help="the --eval-dataset's archive or folder")
     preset: str | None = option(None, choices=PRESETS,
                                 help="paper (the paper's protocol), quick (~15 CPU minutes on "
                                      "miniImageNet) or smoke (under a minute); default: paper on "
@@ -204,7 +204,7 @@ class RunConfig:
                                       "regular meta-iterations only (the paper); replace: "
                                       "compute-matched, it takes the place of the next regular "
                                       "one, so each cycle is N regular + 1 hard (default extra)")
-    device: str = option("auto", parse=parse_device, help="auto, cpu, cuda or cuda:N")
+    device: str = option("auto", parse=parse_device, in_key=False, help="auto, cpu, cuda or cuda:N")
     #: From --config (a file; in a sweep, one run per file) and --set (fsbench.config.parse_set).
     overrides: dict[str, Any] = option(default_factory=dict, parse=parse_path, kind=OVERRIDES,
                                        flag="--config", group=FILES, metavar="FILE",
@@ -217,16 +217,16 @@ class RunConfig:
     episode_seed: int = option(0, parse=parse_int, least=0, group=EPISODES,
                                help="seed of the test and validation episodes, shared by every "
                                     "training seed and method so results pair up")
-    precision: str = option("auto", choices=PRECISIONS,
+    precision: str = option("auto", choices=PRECISIONS, in_key=False,  # the key: the resolved one
                             help="auto (bf16 autocast + channels_last on CUDA and on CPUs with "
                                  "native bf16, else fp32), fp32 or bf16")
     output: Path = option(Path("results"), parse=parse_path, sweep=SINGLE, group=FILES,
-                          metavar="DIR", help="output root")
-    resume: bool = option(False, kind=SWITCH, sweep="", group=FILES,
+                          metavar="DIR", in_key=False, help="output root")
+    resume: bool = option(False, kind=SWITCH, sweep="", group=FILES, in_key=False,
                           help="resume an interrupted run (re-running the same command does too); "
                                "show a finished one")
     cache_dir: Path | None = option(None, parse=parse_path, sweep=SINGLE, group=FILES,
-                                    metavar="DIR", help="decoded datasets and pre-trained backbones "
+                                    metavar="DIR", in_key=False, help="decoded datasets and pre-trained backbones "
                                                         "(default $FSBENCH_CACHE or ~/.cache/fsbench)")
 
     def resolved_preset(self) -> str:

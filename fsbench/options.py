@@ -95,6 +95,9 @@ class Option:
     group: str = ""  # the --help group ("": the parser's own)
     metavar: str | None = None
     flag: str = ""  # default: "--" + the field's name with dashes
+    #: Part of what a run is (its name's hash, :attr:`fsbench.runner.Run.key`); False for where
+    #: results go and what computes them, and for a value the key takes resolved instead.
+    in_key: bool = True
 
     def check(self, value: Any) -> None:
         """ValueError (a message without the flag) unless ``value`` is a valid parsed value."""

@@ -41,6 +41,7 @@ from fsbench.errors import ConfigError, DivergenceError, FsbenchError, PluginErr
 from fsbench.fingerprint import fingerprint, flat_overrides, run_settings
 from fsbench.hookspecs import MethodRecord
 from fsbench.method import Method, MethodContext
+from fsbench.options import options_of
 from fsbench.plugins import default_registry, describe_failure
 from fsbench.preflight import check_cache_folder, check_pretrained_cache, writable_folder
 from fsbench.progress import bar, console, phase_listeners
@@ -56,6 +57,9 @@ from fsbench.results import (
 )
 from fsbench.safetext import text
 from fsbench.stats import CI_FORMULA, mean_ci95
+
+#: Run options that are not part of what a run is (:attr:`Run.key`).
+_NOT_IN_KEY = frozenset(d.name for d in options_of(RunConfig) if not d.option.in_key)
 
 #: Characters a run directory's name may take from a method, dataset, backbone or preset name.
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]")
@@ -164,11 +168,11 @@ class Run:
     # -- identity ---------------------------------------------------------------------------
     @property
     def key(self) -> str:
-        """A hash of everything that determines the results (not where they go or the device)."""
+        """A hash of everything that determines the results: the resolved configuration, without
+        the run options declared ``in_key=False`` (where results go, what computes them)."""
         ident = dict(self.resolved)
         ident["run"] = {k: v for k, v in ident["run"].items()
-                        if k not in ("output", "resume", "device", "cache_dir", "data_root", "precision",
-                                     "eval_data_root")
+                        if k not in _NOT_IN_KEY
                         and not (k == "eval_dataset" and v is None)}  # same-domain names unchanged
         if self.precision.dtype != "fp32":  # fp32 runs keep the names they had before --precision
             ident["precision"] = self.precision.dtype

@@ -138,3 +138,15 @@ def test_a_suite_refuses_the_options_it_pins(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--suite ci pins --precision" in err and "\n" not in err
     assert not Path(tmp_path / "o").exists()
+
+
+def test_where_a_run_goes_and_what_computes_it_leave_its_name(tmp_path):
+    from fsbench.runner import Run
+
+    base = RunConfig(method="protonet", preset="smoke", device="cpu", output=tmp_path)
+    name = Run(base, show_progress=False).name
+    for change in ({"output": tmp_path / "x"}, {"cache_dir": tmp_path / "c"}, {"resume": True},
+                   {"device": "auto"}):
+        assert Run(dataclasses.replace(base, **change), show_progress=False).name == name, change
+    for change in ({"way": 4}, {"episodes": 20}, {"ht_mode": "replace"}):
+        assert Run(dataclasses.replace(base, **change), show_progress=False).name != name, change
