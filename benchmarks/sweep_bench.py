@@ -110,8 +110,8 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    from fsbench.sweep.executors import ExecutorOptions, cpu_threads
-    from fsbench.sweep.executors.local import LocalExecutor
+    from fsbench.sweep.executor import ExecutorOptions, cpu_threads
+    from fsbench_plugins.executors.local import LocalExecutor, LocalOptions
 
     report: dict = {"machine": f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}",
                     "threads": cpu_threads()}
@@ -121,13 +121,13 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         return 0
     choices = {
-        "w1": ("local, --workers 1", lambda: LocalExecutor(ExecutorOptions(workers=1))),
+        "w1": ("local, --workers 1", lambda: LocalExecutor(options=LocalOptions(workers=1))),
         "w1t1": ("local, --workers 1 --cpus-per-job 1",
-                 lambda: LocalExecutor(ExecutorOptions(workers=1, cpus_per_job=1))),
-        "w2": ("local, --workers 2", lambda: LocalExecutor(ExecutorOptions(workers=2))),
+                 lambda: LocalExecutor(ExecutorOptions(cpus_per_job=1), LocalOptions(workers=1))),
+        "w2": ("local, --workers 2", lambda: LocalExecutor(options=LocalOptions(workers=2))),
     }
     if not args.skip_ray:
-        from fsbench.sweep.executors.ray import RayExecutor
+        from fsbench_plugins.executors.ray import RayExecutor
 
         choices["ray"] = ("ray, local cluster (2 CPUs, 1 per task)",
                           lambda: RayExecutor(ExecutorOptions(cpus_per_job=1)))

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fsbench.config import (
-    DATASETS,
-    EVAL_SPLITS,
-    HT_FILL_RULES,
-    HT_MODES,
-    PRECISIONS,
-    PRESETS,
-    RunConfig,
-    load_config_file,
-    parse_set,
-)
+from fsbench.config import RunConfig, run_overrides
 from fsbench.data.commands import add_data_parsers
 from fsbench.errors import DivergenceError, FsbenchError, PluginError
+from fsbench.options import EACH, OVERRIDES, add_arguments, given, options_of, parse_int
 from fsbench.sweep.cli import add_sweep_arguments
 
 EXAMPLES = """\
@@ -46,100 +38,36 @@ ENVIRONMENT = """environment:
 
 
 def _positive(text: str) -> int:
+    """argparse ``type``: an integer of at least 1."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        value = parse_int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
 
 
-def _seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not seeds:
-        raise argparse.ArgumentTypeError("expected at least one seed")
-    if any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(f"seeds must be non-negative, got {text!r}")
-    return seeds
-
-
-def training_seeds(args: argparse.Namespace) -> list[int]:
-    """The ``--seed`` values in order, duplicates dropped (default ``[0]``)."""
-    return list(dict.fromkeys(args.seed or [0]))
-
-
 def add_run_arguments(p: argparse.ArgumentParser, method_required: bool = True) -> None:
-    p.add_argument("--method", required=method_required, help="method name (see `fsbench methods`)")
-    p.add_argument("--dataset", default="synthetic", choices=DATASETS,
-                   help="dataset (default: synthetic, built in; real datasets need --data-root)")
-    p.add_argument("--data-root", type=Path, help="the dataset's archive or folder (see `fsbench datasets`); prepared into the cache on first use")
-    p.add_argument("--backbone", help="backbone: conv4, conv4_32, resnet12, resnet12_mtl, resnet12_tiny or any timm model (default: the preset's)")
-    p.add_argument("--way", type=_positive, default=5, help="classes per episode (default 5)")
-    p.add_argument("--shot", type=_positive, default=1, help="support images per class (default 1)")
-    p.add_argument("--query", type=_positive, default=15, help="query images per class (default 15)")
-    p.add_argument("--episodes", type=_positive, default=600, help="test episodes (default 600)")
-    p.add_argument("--seed", type=_seed_list, action="extend", metavar="SEED[,SEED...]",
-                   help="training seed(s): initialisation, training tasks, pre-training (default 0); "
-                        "several (--seed 0,1,2 or repeated) make one run each, on the same test episodes")
-    p.add_argument("--episode-seed", type=_positive, default=0,
-                   help="seed of the test and validation episodes, shared by every training seed and "
-                        "method so results pair up (default 0)")
-    p.add_argument("--preset", choices=PRESETS,
-                   help="paper (the paper's protocol), quick (~15 CPU minutes on miniImageNet) or smoke "
-                        "(under a minute); default: paper on real data, quick on synthetic")
-    p.add_argument("--eval-split", default="test", choices=EVAL_SPLITS,
-                   help="split the test episodes come from (default test; use val while developing)")
-    p.add_argument("--eval-dataset", choices=DATASETS,
-                   help="cross-domain: draw the test episodes from this dataset's --eval-split "
-                        "(e.g. train on miniimagenet, test on cub); default: --dataset")
-    p.add_argument("--eval-data-root", type=Path, help="the --eval-dataset's archive or folder")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="auto (bf16 autocast + channels_last on CUDA and on CPUs with native bf16, "
-                        "else fp32), fp32 or bf16 (default auto)")
-    p.add_argument("--output", type=Path, default=Path("results"), help="output root (default results/)")
-    p.add_argument("--cache-dir", type=Path, help="decoded datasets and pre-trained backbones (default $FSBENCH_CACHE or ~/.cache/fsbench)")
-    ht = p.add_argument_group("hard-task meta-batch (any episodic method)")
-    ht.add_argument("--hard-tasks", action=argparse.BooleanOptionalAction, default=None,
-                    help="train on hard-task meta-batches (default: on for *_ht methods)")
-    ht.add_argument("--ht-every", type=_positive,
-                    help="a hard meta-batch after every N regular ones (hard ones are not counted; default 1)")
-    ht.add_argument("--ht-count", type=_positive, help="hard tasks per hard meta-batch (default: the meta-batch size)")
-    ht.add_argument("--ht-mode", choices=HT_MODES,
-                    help="extra: each hard meta-batch is trained in addition, right after the "
-                         "N-th regular one, and the lr schedule counts regular meta-iterations only "
-                         "(the paper); replace: compute-matched, it takes the place of the next "
-                         "regular one, so each cycle is N regular + 1 hard (default extra)")
-    ht.add_argument("--ht-fill", choices=HT_FILL_RULES,
-                    help="how to complete a hard task with fewer failure classes than --way (default confused)")
-    p.add_argument("--config", type=Path, help="TOML/JSON file of overrides: [hparams], [episodic], [pretrain] tables")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override one setting, e.g. --set episodic.iterations=200 (repeatable)")
-    p.add_argument("--resume", action="store_true",
-                   help="resume an interrupted run (re-running the same command does too); show a finished one")
+    """Every run option (declared once, on :class:`fsbench.config.RunConfig`), and ``--quiet``."""
+    add_arguments(p, RunConfig, required=("method",) if method_required else ())
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def run_config(args: argparse.Namespace, seed: int | None = None) -> RunConfig:
-    """The run of ``args`` for one training seed (default: the first ``--seed``)."""
-    seed = training_seeds(args)[0] if seed is None else seed
-    overrides: dict = {}
-    if args.config is not None:
-        overrides.update(load_config_file(args.config))
-    for section, values in parse_set(args.set).items():
-        overrides.setdefault(section, {}).update(values)
-    return RunConfig(
-        method=args.method, dataset=args.dataset, data_root=args.data_root, backbone=args.backbone,
-        way=args.way, shot=args.shot, query=args.query, episodes=args.episodes, seed=seed,
-        episode_seed=args.episode_seed,
-        preset=args.preset, eval_split=args.eval_split, device=args.device,
-        precision=args.precision, output=args.output,
-        hard_tasks=args.hard_tasks, ht_every=args.ht_every, ht_count=args.ht_count,
-        ht_fill=args.ht_fill, ht_mode=args.ht_mode, resume=args.resume, cache_dir=args.cache_dir,
-        overrides=overrides, eval_dataset=args.eval_dataset, eval_data_root=args.eval_data_root,
-    )
+def run_configs(args: argparse.Namespace) -> list[RunConfig]:
+    """The runs of ``args``: one per value of each option that takes several (``--seed 0,1,2``),
+    in order, repeats dropped; the overrides of ``--config`` and ``--set``."""
+    fixed: dict[str, Any] = {}
+    each: dict[str, list[Any]] = {}
+    for d in options_of(RunConfig):
+        if d.option.kind == OVERRIDES:
+            fixed[d.name] = run_overrides(args.config, args.set)
+        elif d.option.kind == EACH:
+            each[d.name] = list(dict.fromkeys(getattr(args, d.name) or [d.default]))
+        else:
+            fixed[d.name] = getattr(args, d.name)
+    return [RunConfig(**fixed, **dict(zip(each, values, strict=True)))
+            for values in itertools.product(*each.values())]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -147,14 +75,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fsbench.summary import print_summary
 
     if getattr(args, "suite", None):
-        from fsbench.suite import run_suite
-
-        run_suite(args.suite, args.output, args.cache_dir, args.data_root, show_progress=not args.quiet)
-        return 0
+        return _run_suite(args)
     if args.method is None:
         raise FsbenchError("--method is required (or --suite ci|real); see `fsbench methods`")
-    results = [run(run_config(args, seed), show_progress=not args.quiet)
-               for seed in training_seeds(args)]
+    results = [run(cfg, show_progress=not args.quiet) for cfg in run_configs(args)]
     print_summary([r.summary for r in results],
                   results[0].run_dir if len(results) == 1 else Path(args.output))
     if args.plots is not None:
@@ -162,13 +86,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The run options a suite takes; it pins the others.
+SUITE_OPTIONS = ("output", "cache_dir", "data_root")
+
+
+def _run_suite(args: argparse.Namespace) -> int:
+    from fsbench.suite import run_suite
+
+    pinned = [flag for flag in given(RunConfig, args)
+              if flag not in {d.flag for d in options_of(RunConfig) if d.name in SUITE_OPTIONS}]
+    if pinned:
+        raise FsbenchError(f"--suite {args.suite} pins {', '.join(pinned)} (its runs are fixed); "
+                           "it takes only --output, --cache-dir and --data-root")
+    run_suite(args.suite, args.output, args.cache_dir, args.data_root, show_progress=not args.quiet)
+    return 0
+
+
 def write_plots(run_dirs: list[Path], out_dir: Path) -> None:
     from fsbench.progress import console
-    from fsbench.report.plots import plot_accuracy_vs_shot, plot_val_curves
+    from fsbench.report.build import write_plots as plots
     from fsbench.results import load_runs
 
-    df = load_runs(run_dirs)
-    for path in plot_val_curves(df, out_dir) + plot_accuracy_vs_shot(df, out_dir):
+    for path in plots(load_runs(run_dirs), out_dir):
         console.print(f"plot: {path}")
 
 
@@ -209,8 +148,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """``fsbench pretrain``: pre-train and cache the backbone that ``--method`` needs, alone."""
-    for seed in training_seeds(args):
-        _pretrain_one(run_config(args, seed), show_progress=not args.quiet)
+    for cfg in run_configs(args):
+        _pretrain_one(cfg, show_progress=not args.quiet)
     return 0
 
 
@@ -284,46 +223,11 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``fsbench report``; bad input raises :class:`fsbench.results.ResultsError`."""
-    from fsbench.atomic import atomic_write_text
-    from fsbench.report.aggregate import paired_table, seed_paired_table
-    from fsbench.report.render import render, to_rich
-    from fsbench.report.tables import accuracy_table, paired_view, seed_paired_view
-    from fsbench.results import load_runs
+    from fsbench.report.build import ReportOptions, make_report
 
-    df = load_runs(args.results)
-    views = [accuracy_table(df, ablation=args.ablation, paper=args.paper)]
-    if args.paired:
-        per_seed = paired_table(df, args.paired)
-        paired = [paired_view(per_seed)]
-        across = seed_paired_table(per_seed)
-        if (across["n_seeds"] > 1).any():
-            paired.append(seed_paired_view(across))
-        views = paired if args.format == "csv" else views + paired
-
-    if args.format == "rich" and args.output is None:
-        from rich.console import Console
-
-        console = Console(width=None if sys.stdout.isatty() else 200)
-        for view in views:
-            console.print(to_rich(view))
-    else:
-        text = "\n".join(render(view, args.format) for view in views)
-        if args.output is None:
-            sys.stdout.write(text)
-        else:
-            if not args.output.parent.is_dir():
-                raise FsbenchError(f"--output {args.output}: folder {args.output.parent} does not exist")
-            atomic_write_text(args.output, text)
-            print(f"wrote {args.output}", file=sys.stderr)
-
-    if args.plots is not None:
-        from fsbench.report.plots import plot_accuracy_vs_shot, plot_val_curves
-
-        written = plot_val_curves(df, args.plots) + plot_accuracy_vs_shot(df, args.plots)
-        for path in written:
-            print(f"wrote {path}", file=sys.stderr)
-        if not any("val_curves" in p.name for p in written):
-            print("no validation history in these runs; no validation-curve plot", file=sys.stderr)
+    make_report(args.results, ReportOptions(ablation=args.ablation, paper=args.paper,
+                                            paired=args.paired, format=args.format,
+                                            output=args.output, plots=args.plots))
     return 0
 
 
@@ -421,22 +325,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """``fsbench sweep``: plan, run on the executor, then ``fsbench report`` of the sweep's runs.
+    """``fsbench sweep``: plan, run on the executor, then the report of the sweep's runs.
 
     Failed jobs are listed last, each with its error (``--quiet`` too), after the report; a
     report that cannot be made (e.g. the ``--paired`` method's runs all failed) is said in one
     line and never hides them.
     """
+    from fsbench.report.build import make_report
     from fsbench.safetext import printable
-    from fsbench.sweep.cli import execute_sweep
+    from fsbench.sweep.cli import configs_from_args, execute_sweep, report_options, sweep_options
 
-    plan, outcome = execute_sweep(args)
+    options = sweep_options(args)  # checked before the grid is expanded or planned
+    plan, outcome = execute_sweep(configs_from_args(args), options)
     if outcome is None:  # --dry-run
         return 0
     report_error = None
     if outcome.run_dirs:
         try:
-            _sweep_report(args, plan, outcome.run_dirs)
+            make_report(outcome.run_dirs, report_options(args, plan))
         except FsbenchError as exc:
             report_error = str(exc)
             print(f"fsbench: report: {printable(exc)}", file=sys.stderr)
@@ -449,16 +355,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 2 if report_error else 0
 
 
-def _sweep_report(args: argparse.Namespace, plan: Any, run_dirs: list[Path]) -> None:
-    methods = list(dict.fromkeys(r.cfg.method for r in plan.runs.values()))
-    fmt = {".csv": "csv", ".tex": "latex", ".html": "html"}.get(
-        args.report.suffix if args.report else "", "markdown" if args.report else "rich")
-    paired = args.paired or (methods[0] if len(methods) > 1 else None)
-    cmd_report(argparse.Namespace(results=run_dirs, ablation=args.ablation, paper=False,
-                                  paired=paired, format=fmt, output=args.report, plots=None))
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(executor_flags: bool = True) -> argparse.ArgumentParser:
+    """Every command's parser; ``executor_flags``: ``fsbench sweep`` lists the installed
+    executors' own options (loading the plugins, which only that command needs)."""
     parser = argparse.ArgumentParser(
         prog="fsbench", description="Benchmark few-shot image classification methods on seeded episodes.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -471,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_run.add_argument("--suite", choices=list(SUITES),
                        help="run a named suite instead of one method (the regression gate's runs; "
-                            "--output, --cache-dir and --data-root apply, other options do not): "
+                            "it takes --output, --cache-dir and --data-root and pins the rest): "
                             + "; ".join(f"{s.name}: {s.help}" for s in SUITES.values()))
     p_run.add_argument("--plots", type=Path, metavar="DIR", help="also write validation-curve plots to DIR")
     p_run.set_defaults(func=cmd_run)
@@ -483,7 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="print every preset's settings with their sources (markdown; "
                                 "docs/presets.md is this output)")
     p_methods.set_defaults(func=cmd_methods)
-    add_sweep_arguments(sub.add_parser("sweep", help="a grid of runs, planned and run in parallel")).set_defaults(func=cmd_sweep)
+    executors = None
+    if executor_flags:
+        from fsbench.plugins import default_registry
+
+        executors = default_registry().executors
+    p_sweep = sub.add_parser("sweep", help="a grid of runs, planned and run in parallel")
+    add_sweep_arguments(p_sweep, executors).set_defaults(func=cmd_sweep)
     add_report_parser(sub)
     add_compare_parser(sub)
     add_data_parsers(sub, positive=_positive)
@@ -493,9 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from fsbench.safetext import printable
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
     try:
+        args = build_parser(executor_flags=command == "sweep").parse_args(argv)
         return int(args.func(args) or 0)
     except (FsbenchError, PluginError, DivergenceError) as exc:
         print(f"fsbench: error: {printable(exc)}", file=sys.stderr)

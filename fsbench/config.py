@@ -20,6 +20,19 @@ from typing import Any
 
 from fsbench import strictjson
 from fsbench.errors import ConfigError
+from fsbench.options import (
+    EACH,
+    OVERRIDES,
+    SINGLE,
+    SWITCH,
+    TRISTATE,
+    check_fields,
+    option,
+    parse_bool,
+    parse_int,
+    parse_path,
+    parse_str,
+)
 
 PRESETS = ("paper", "quick", "smoke", "official_pytorch")  # the last: MTL only
 # The same names as fsbench.data.registry.DATASETS (a test keeps them equal).
@@ -122,36 +135,99 @@ class MethodPreset:
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """One `fsbench run`: which method on which data, and how it is evaluated."""
+def parse_device(value: Any) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    name = parse_str(value)
+    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {name!r}")
 
-    method: str
-    dataset: str = "synthetic"
-    data_root: Path | None = None
-    backbone: str | None = None  # None: the preset's backbone
-    way: int = 5
-    shot: int = 1
-    query: int = 15
-    episodes: int = 600
-    seed: int = 0  # training: initialisation, training tasks, pre-training
-    episode_seed: int = 0  # the test and meta-training validation episodes
-    preset: str | None = None  # None: "paper" on real datasets, "quick" on synthetic
-    eval_split: str = "test"
-    device: str = "auto"
-    precision: str = "auto"  # auto, fp32 or bf16 (fsbench.engine.precision)
-    output: Path = Path("results")
-    hard_tasks: bool | None = None  # None: the method's default (on for *_ht methods)
-    ht_every: int | None = None
-    ht_count: int | None = None
-    ht_fill: str | None = None
-    ht_mode: str | None = None
-    resume: bool = False
-    cache_dir: Path | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)  # from --config / --set
-    # Cross-domain: test episodes from another dataset (e.g. train miniimagenet, test cub).
-    eval_dataset: str | None = None
-    eval_data_root: Path | None = None
+
+# The --help groups of `fsbench run` and `fsbench pretrain` (options without one come first).
+DATA = "data"
+EPISODES = "episodes"
+HARD_TASKS = "hard-task meta-batch (any episodic method)"
+FILES = "files"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """One `fsbench run`: which method on which data, and how it is evaluated.
+
+    Each field is one option, declared here once (:func:`fsbench.options.option`): its flag is
+    ``--`` and the name with dashes; help, parser, choices, least value, help group and role in
+    ``fsbench sweep`` sit beside the default. The flags of ``fsbench run`` and ``fsbench
+    pretrain``, the sweep's axes and :meth:`validate` are derived from them. The order of the
+    fields is the order in which a sweep's product varies them (the last fastest).
+    """
+
+    dataset: str = option("synthetic", choices=DATASETS, group=DATA,
+                          help="dataset (synthetic and synthetic_easy are built in; the others "
+                               "need --data-root)")
+    data_root: Path | None = option(None, parse=parse_path, group=DATA, metavar="PATH", in_key=False,
+                                    help="the dataset's archive or folder (see `fsbench datasets`); "
+                                         "prepared into the cache on first use")
+    eval_split: str = option("test", choices=EVAL_SPLITS, group=DATA,
+                             help="split the test episodes come from (use val while developing)")
+    eval_dataset: str | None = option(None, choices=DATASETS, group=DATA,
+                                      help="cross-domain: draw the test episodes from this dataset's "
+                                           "--eval-split (e.g. train on miniimagenet, test on cub); "
+                                           "default: --dataset")
+    eval_data_root: Path | None = option(None, parse=parse_path, group=DATA, metavar="PATH",
+                                         in_key=False, help="the --eval-dataset's archive or folder")
+    preset: str | None = option(None, choices=PRESETS,
+                                help="paper (the paper's protocol), quick (~15 CPU minutes on "
+                                     "miniImageNet) or smoke (under a minute); default: paper on "
+                                     "real data, quick on synthetic")
+    backbone: str | None = option(None, help="backbone: conv4, conv4_32, resnet12, resnet12_mtl, "
+                                             "resnet12_tiny or any timm model (default: the preset's)")
+    way: int = option(5, parse=parse_int, least=1, group=EPISODES, help="classes per episode")
+    shot: int = option(1, parse=parse_int, least=1, group=EPISODES, help="support images per class")
+    query: int = option(15, parse=parse_int, least=1, group=EPISODES, help="query images per class")
+    episodes: int = option(600, parse=parse_int, least=2, why="a confidence interval needs two",
+                           group=EPISODES, help="test episodes")
+    method: str = option(help="method name (see `fsbench methods`)")
+    hard_tasks: bool | None = option(None, parse=parse_bool, kind=TRISTATE, group=HARD_TASKS,
+                                     help="train on hard-task meta-batches (default: on for *_ht "
+                                          "methods; in a sweep: on, off or default)")
+    ht_every: int | None = option(None, parse=parse_int, least=1, group=HARD_TASKS,
+                                  help="a hard meta-batch after every N regular ones (hard ones are "
+                                       "not counted; default 1)")
+    ht_count: int | None = option(None, parse=parse_int, least=1, group=HARD_TASKS,
+                                  help="hard tasks per hard meta-batch (default: the meta-batch size)")
+    ht_fill: str | None = option(None, choices=HT_FILL_RULES, group=HARD_TASKS,
+                                 help="how to complete a hard task with fewer failure classes than "
+                                      "--way (default confused)")
+    ht_mode: str | None = option(None, choices=HT_MODES, group=HARD_TASKS,
+                                 help="extra: each hard meta-batch is trained in addition, right "
+                                      "after the N-th regular one, and the lr schedule counts "
+                                      "regular meta-iterations only (the paper); replace: "
+                                      "compute-matched, it takes the place of the next regular "
+                                      "one, so each cycle is N regular + 1 hard (default extra)")
+    device: str = option("auto", parse=parse_device, in_key=False, help="auto, cpu, cuda or cuda:N")
+    #: From --config (a file; in a sweep, one run per file) and --set (fsbench.config.parse_set).
+    overrides: dict[str, Any] = option(default_factory=dict, parse=parse_path, kind=OVERRIDES,
+                                       flag="--config", group=FILES, metavar="FILE",
+                                       help="TOML/JSON file of overrides: [hparams], [episodic], "
+                                            "[pretrain] tables")
+    seed: int = option(0, parse=parse_int, least=0, kind=EACH, metavar="SEED[,SEED...]",
+                       help="training seed(s): initialisation, training tasks, pre-training; "
+                            "several (--seed 0,1,2 or repeated) make one run each, on the same "
+                            "test episodes")
+    episode_seed: int = option(0, parse=parse_int, least=0, group=EPISODES,
+                               help="seed of the test and validation episodes, shared by every "
+                                    "training seed and method so results pair up")
+    precision: str = option("auto", choices=PRECISIONS, in_key=False,  # the key: the resolved one
+                            help="auto (bf16 autocast + channels_last on CUDA and on CPUs with "
+                                 "native bf16, else fp32), fp32 or bf16")
+    output: Path = option(Path("results"), parse=parse_path, sweep=SINGLE, group=FILES,
+                          metavar="DIR", in_key=False, help="output root")
+    resume: bool = option(False, kind=SWITCH, sweep="", group=FILES, in_key=False,
+                          help="resume an interrupted run (re-running the same command does too); "
+                               "show a finished one")
+    cache_dir: Path | None = option(None, parse=parse_path, sweep=SINGLE, group=FILES,
+                                    metavar="DIR", in_key=False, help="decoded datasets and pre-trained backbones "
+                                                        "(default $FSBENCH_CACHE or ~/.cache/fsbench)")
 
     def resolved_preset(self) -> str:
         if self.preset is not None:
@@ -159,32 +235,14 @@ class RunConfig:
         return "quick" if self.dataset in BUILT_IN else "paper"
 
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ConfigError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
-        if self.eval_split not in EVAL_SPLITS:
-            raise ConfigError(f"--eval-split must be test or val, got {self.eval_split!r}")
+        """Each option's own check (:func:`fsbench.options.check_fields`), then the relations."""
+        check_fields(self)
         if self.dataset not in BUILT_IN and self.data_root is None:
             raise ConfigError(f"--data-root is required for dataset {self.dataset!r}")
-        if self.eval_dataset is not None and self.eval_dataset not in DATASETS:
-            raise ConfigError(f"unknown --eval-dataset {self.eval_dataset!r}; choose from {', '.join(DATASETS)}")
         if self.eval_dataset is None and self.eval_data_root is not None:
             raise ConfigError("--eval-data-root needs --eval-dataset")
         if self.eval_dataset not in (None, *BUILT_IN) and self.eval_data_root is None:
             raise ConfigError(f"--eval-data-root is required for --eval-dataset {self.eval_dataset!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.episodes < 2:
-            raise ConfigError(f"--episodes must be at least 2 (a confidence interval needs two), got {self.episodes}")
-        if self.ht_fill is not None and self.ht_fill not in HT_FILL_RULES:
-            raise ConfigError(f"--ht-fill must be one of {', '.join(HT_FILL_RULES)}, got {self.ht_fill!r}")
-        if self.ht_mode is not None and self.ht_mode not in HT_MODES:
-            raise ConfigError(f"--ht-mode must be one of {', '.join(HT_MODES)}, got {self.ht_mode!r}")
-        for name in ("ht_every", "ht_count"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +283,16 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
             value = raw
         out.setdefault(section, {})[name] = value
     return out
+
+
+def run_overrides(config_file: Path | None, sets: list[str]) -> dict[str, Any]:
+    """The overrides of ``--config FILE`` (if given) with ``--set`` items applied on top."""
+    overrides: dict[str, Any] = {}
+    if config_file is not None:
+        overrides.update(load_config_file(config_file))
+    for section, values in parse_set(sets).items():
+        overrides.setdefault(section, {}).update(values)
+    return overrides
 
 
 def _check_type(value: Any, annotation: Any) -> bool:

@@ -62,9 +62,14 @@ def fsbench_methods() -> list[MethodRecord]:
 class ExecutorRecord:
     """A sweep executor a plugin offers (``fsbench sweep --executor NAME``).
 
-    ``factory`` builds the executor from the sweep's options (an
-    :class:`fsbench.sweep.executors.ExecutorOptions`); the object it returns implements
-    :class:`fsbench.sweep.executors.Executor`. ``requires`` is the install command of an optional
+    ``options`` is the frozen dataclass of the executor's own ``fsbench sweep`` options, each
+    field made with :func:`fsbench.options.option` (its flag is ``--`` and the field's name with
+    dashes, unless ``flag=`` says otherwise): ``fsbench sweep --help`` lists them under the
+    executor's name, and the sweep parses and checks them. ``factory(common, options)`` builds
+    the executor from the options every executor may read
+    (:class:`fsbench.sweep.executor.ExecutorOptions`) and an instance of ``options`` (None when
+    the executor declares none); the object it returns implements
+    :class:`fsbench.sweep.executor.Executor`. ``requires`` is the install command of an optional
     dependency, shown when it is missing (e.g. ``pip install "fsbench[ray]"``).
     """
 
@@ -72,6 +77,7 @@ class ExecutorRecord:
     factory: Callable[..., Any]
     description: str
     requires: str = ""
+    options: type | None = None
     plugin: str = field(default="", compare=False)
     origin: str = field(default="", compare=False)
 

@@ -38,13 +38,6 @@ class Registry:
             known = ", ".join(sorted(self.methods)) or "none (is fsbench installed? pip install -e .)"
             raise ConfigError(f"unknown method {name!r}; available: {known}") from None
 
-    def executor(self, name: str) -> ExecutorRecord:
-        try:
-            return self.executors[name]
-        except KeyError:
-            known = ", ".join(sorted(self.executors)) or "none"
-            raise ConfigError(f"unknown executor {name!r}; available: {known}") from None
-
 
 def disabled_plugins() -> set[str]:
     return {p.strip() for p in os.environ.get(DISABLE_ENV, "").split(",") if p.strip()}

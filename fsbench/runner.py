@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
 import subprocess
@@ -31,6 +30,7 @@ from fsbench.backbones import check_backbone_name
 from fsbench.config import BUILT_IN, HardTaskConfig, RunConfig, resolve_preset, to_jsonable
 from fsbench.data import FewShotDataset, Normalizer, Split, load_dataset
 from fsbench.data.cache import default_cache_dir
+from fsbench.engine import distributed
 from fsbench.engine.allocator import keep_freed_memory
 from fsbench.engine.episodic import TrainLog, meta_train
 from fsbench.engine.evaluate import evaluate_episodes
@@ -41,6 +41,7 @@ from fsbench.errors import ConfigError, DivergenceError, FsbenchError, PluginErr
 from fsbench.fingerprint import fingerprint, flat_overrides, run_settings
 from fsbench.hookspecs import MethodRecord
 from fsbench.method import Method, MethodContext
+from fsbench.options import options_of
 from fsbench.plugins import default_registry, describe_failure
 from fsbench.preflight import check_cache_folder, check_pretrained_cache, writable_folder
 from fsbench.progress import bar, console, phase_listeners
@@ -57,6 +58,9 @@ from fsbench.results import (
 from fsbench.safetext import text
 from fsbench.stats import CI_FORMULA, mean_ci95
 
+#: Run options that are not part of what a run is (:attr:`Run.key`).
+_NOT_IN_KEY = frozenset(d.name for d in options_of(RunConfig) if not d.option.in_key)
+
 #: Characters a run directory's name may take from a method, dataset, backbone or preset name.
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]")
 
@@ -69,10 +73,9 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``--device`` (a name :class:`RunConfig` has checked) on this machine."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is available")
     return torch.device(name)
@@ -165,11 +168,11 @@ class Run:
     # -- identity ---------------------------------------------------------------------------
     @property
     def key(self) -> str:
-        """A hash of everything that determines the results (not where they go or the device)."""
+        """A hash of everything that determines the results: the resolved configuration, without
+        the run options declared ``in_key=False`` (where results go, what computes them)."""
         ident = dict(self.resolved)
         ident["run"] = {k: v for k, v in ident["run"].items()
-                        if k not in ("output", "resume", "device", "cache_dir", "data_root", "precision",
-                                     "eval_data_root")
+                        if k not in _NOT_IN_KEY
                         and not (k == "eval_dataset" and v is None)}  # same-domain names unchanged
         if self.precision.dtype != "fp32":  # fp32 runs keep the names they had before --precision
             ident["precision"] = self.precision.dtype
@@ -195,6 +198,25 @@ class Run:
         """Permanent problems said once, before any work (:mod:`fsbench.preflight`)."""
         writable_folder(Path(self.cfg.output), "--output")
         check_cache_folder(self.cache_dir)
+
+    def check(self, dataset: FewShotDataset, eval_data: FewShotDataset | None = None) -> None:
+        """A one-line error unless the datasets can supply this run's episodes: the test
+        episodes from ``eval_data``'s eval split (``dataset`` unless cross-domain, where both
+        must have one image size), meta-training tasks from the train split, validation
+        episodes from the val split. The runner and the sweep's planner both check here."""
+        cfg, preset = self.cfg, self.preset
+        eval_data = dataset if eval_data is None else eval_data
+        if eval_data.image_size != dataset.image_size:
+            raise ConfigError(f"--eval-dataset {cfg.eval_dataset} has {eval_data.image_size}px "
+                              f"images, --dataset {cfg.dataset} {dataset.image_size}px: "
+                              "cross-domain evaluation needs one image size")
+        spec = EpisodeSpec(cfg.way, cfg.shot, cfg.query)
+        spec.check(eval_data.split(cfg.eval_split), "eval")
+        if preset.episodic is not None:
+            EpisodeSpec(preset.episodic.train_way or cfg.way, cfg.shot,
+                        preset.episodic.train_query).check(dataset.split("train"), "train")
+        if preset.episodic is not None or preset.pretrain is not None:
+            spec.check(dataset.split("val"), "val")
 
     def claim_dir(self, wait: bool = False) -> tuple[Path, filelock.BaseFileLock]:
         """The run directory to use, locked for this process.
@@ -231,7 +253,8 @@ class Run:
     # -- execution --------------------------------------------------------------------------
     def execute(self, wait: bool = False) -> RunResult:
         """Run (or resume, or show the finished) run; ``wait``: see :meth:`claim_dir`."""
-        if int(os.environ.get("RANK", "0")) > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        distributed.setup(self.device)  # under torchrun: join the process group (else nothing)
+        if not distributed.is_main():
             # Under torchrun, ranks > 0 only help with the pre-training (DDP), in a scratch
             # directory, and leave; rank 0 makes the run.
             import tempfile
@@ -256,15 +279,10 @@ class Run:
     def _execute(self, run_dir: Path) -> RunResult:
         cfg, preset = self.cfg, self.preset
         dataset, eval_data, notes = self._load_data()
+        self.check(dataset, eval_data)
         spec = EpisodeSpec(cfg.way, cfg.shot, cfg.query)
         eval_split = eval_data.split(cfg.eval_split)
-        spec.check(eval_split, "eval")
         train_split = dataset.split("train")
-        if preset.episodic is not None:
-            EpisodeSpec(preset.episodic.train_way or cfg.way, cfg.shot,
-                        preset.episodic.train_query).check(train_split, "train")
-        if preset.episodic is not None or preset.pretrain is not None:
-            spec.check(dataset.split("val"), "val")
         atomic_write_json(run_dir / CONFIG, {
             **self.resolved, "run_name": run_dir.name, "device": str(self.device),
             "precision": self.precision.label, "channels_last": self.precision.channels_last,
@@ -278,7 +296,7 @@ class Run:
         if preset.pretrain is not None:
             pre = self.pretrain(dataset)
             pretrained, pretrain_seconds, history = pre.state, pre.seconds, list(pre.history)
-            if int(os.environ.get("RANK", "0")) > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if not distributed.is_main():
                 raise SystemExit(0)  # a torchrun helper rank: its part (the pre-training) is done
         method = self._build(dataset, pretrained)
         train_log = TrainLog()
@@ -350,10 +368,6 @@ class Run:
         if cfg.eval_dataset is not None:
             eval_data = load_dataset(cfg.eval_dataset, cfg.eval_data_root, self.cache_dir / "datasets",
                                      self.show_progress)
-            if eval_data.image_size != dataset.image_size:
-                raise ConfigError(f"--eval-dataset {cfg.eval_dataset} has {eval_data.image_size}px "
-                                  f"images, --dataset {cfg.dataset} {dataset.image_size}px: "
-                                  "cross-domain evaluation needs one image size")
         notes = list(dict.fromkeys([*dataset.notes, *eval_data.notes]))
         for note in notes:
             console.print(Text("note: ", style="yellow") + text(note))
@@ -393,15 +407,18 @@ class Run:
                                          self.show_progress)
         return self._dataset
 
-    def pretrain_path(self, dataset: FewShotDataset) -> Path:
-        """The cache file of the pre-training this run needs, named as ``ensure_pretrained`` names it."""
+    def pretrain_key(self, dataset: FewShotDataset) -> str:
+        """The cache key of the pre-training this run needs, as ``ensure_pretrained`` names it."""
         from fsbench.engine.pretrain import cache_key, probe_spec
 
         cfg, preset = self.cfg, self.preset
         probe = probe_spec(EpisodeSpec(cfg.way, cfg.shot, cfg.query), dataset.split("val"))
-        key = cache_key(dataset, preset.backbone, preset.backbone_kwargs, preset.pretrain,
-                        self.preset_name, cfg.seed, probe, self.precision.dtype)
-        return self.cache_dir / "pretrained" / f"{key}.pt"
+        return cache_key(dataset, preset.backbone, preset.backbone_kwargs, preset.pretrain,
+                         self.preset_name, cfg.seed, probe, self.precision.dtype)
+
+    def pretrain_path(self, dataset: FewShotDataset) -> Path:
+        """The cache file of the pre-training this run needs (:meth:`pretrain_key`)."""
+        return self.cache_dir / "pretrained" / f"{self.pretrain_key(dataset)}.pt"
 
     def _build(self, dataset: FewShotDataset, pretrained: dict[str, torch.Tensor] | None) -> Method:
         train = dataset.split("train")

@@ -155,7 +155,9 @@ def test_a_data_cache_entry_with_the_wrong_keys(mini, tmp_path, capsys):
     (("--workers", "0"), "--workers must be at least 1, got 0"),
     (("--retries", "-1"), "--retries must be at least 0, got -1"),
     (("--gpus-per-job", "-1"), "--gpus-per-job must be at least 0, got -1"),
-    (("--slurm-time", "0"), "--slurm-time must be at least 1, got 0"),
+    (("--executor", "slurm", "--slurm-time", "0"), "--slurm-time must be at least 1, got 0"),
+    (("--slurm-time", "5"), "--slurm-time: option(s) of the slurm executor; this sweep runs on "
+                            "--executor local"),
     (("--executor", "nope"), "unknown executor 'nope'; available: local"),
 ])
 def test_impossible_executor_options_fail_at_planning(tmp_path, capsys, flags, message):

@@ -136,7 +136,7 @@ def test_die_with_parent_ends_an_orphan(tmp_path, how):
     """The worker initializer's guard, both ways (the watchdog is the non-Linux fallback)."""
     child = (
         "import os, sys, time\n"
-        "from fsbench.sweep.executors.local import die_with_parent\n"
+        "from fsbench_plugins.executors.local import die_with_parent\n"
         f"sys.platform = {'linux' if how == 'prctl' else 'darwin'!r}\n"
         "how = die_with_parent(os.getppid())\n"
         "print(os.getpid(), how, flush=True)\n"

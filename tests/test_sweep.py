@@ -22,12 +22,14 @@ from fsbench.cli import build_parser, main
 from fsbench.config import RunConfig
 from fsbench.errors import ConfigError, FsbenchError, PluginError
 from fsbench.hookspecs import ExecutorRecord, hookimpl
+from fsbench.options import options_of
 from fsbench.plugins import load_registry
 from fsbench.results import EPISODES, SUMMARY, read_jsonl
 from fsbench.sweep.cli import configs_from_args
 from fsbench.sweep.driver import run_sweep
-from fsbench.sweep.executors import ExecutorOptions
+from fsbench.sweep.executor import ExecutorOptions
 from fsbench.sweep.plan import build_plan
+from fsbench_plugins.executors.local import LocalExecutor, LocalOptions
 
 EPISODES_N = 20
 METHODS = ("mtl", "finetune")
@@ -85,15 +87,6 @@ def test_grid_from_flags_is_the_cartesian_product(tmp_path):
     assert {(c.method, c.shot, c.seed) for c in cfgs} == {
         (m, s, r) for m in ("mtl", "mtl_ht", "finetune") for s in (1, 5) for r in (0, 1, 2)}
     assert all(c.output == tmp_path for c in cfgs)
-
-
-def test_every_run_option_is_a_sweep_option():
-    from dataclasses import fields
-
-    from fsbench.sweep.grid import AXES, SINGLE
-
-    known = {a.field for a in AXES} | set(SINGLE) | {"overrides", "resume"}
-    assert {f.name for f in fields(RunConfig)} <= known
 
 
 def test_grid_toml_products_overrides_and_command_line(tmp_path):
@@ -197,43 +190,135 @@ def test_bundled_executors_register_through_the_hook_and_a_third_party_can_add_o
         load_registry(extra={"clash": Clash()})
 
 
+def _flag_names(options: type) -> set[str]:
+    return {d.flag for d in options_of(options)}
+
+
+def test_the_core_defines_no_executor_flag():
+    """The executors' flags come from their plugins: no module of fsbench/ holds one, and the
+    modules that wire the sweep (its command line, the hook, the registry) read no executor's
+    option by name."""
+    import ast
+
+    import fsbench
+
+    records = load_registry().executors
+    flags = {f for r in records.values() if r.options for f in _flag_names(r.options)}
+    assert {"--workers", "--ray-address", "--slurm-partition", "--no-shared-fs-check"} <= flags
+    names = {d.name for r in records.values() if r.options for d in options_of(r.options)}
+    core = Path(fsbench.__file__).parent
+    wiring = {core / "cli.py", core / "hookspecs.py", core / "plugins.py", *core.glob("sweep/*.py")}
+    for path in sorted(core.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant):
+                assert node.value not in flags, f"{path.relative_to(core.parent)} holds {node.value!r}"
+            word = (node.attr if isinstance(node, ast.Attribute) else node.arg
+                    if isinstance(node, ast.keyword) else None)
+            if path in wiring:
+                assert word not in names, f"{path.relative_to(core.parent)} reads {word!r}"
+    sweep = build_parser(executor_flags=False)._subparsers._group_actions[0].choices["sweep"]
+    assert not flags & set(sweep._option_string_actions)
+
+
+def test_the_sweep_takes_keys_and_checks_from_the_run_not_the_engine():
+    """No module of fsbench/sweep/ imports fsbench.engine: names, pre-training keys and episode
+    checks come from fsbench.runner.Run."""
+    import ast
+
+    import fsbench.sweep
+
+    for path in sorted(Path(fsbench.sweep.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("fsbench.engine") for n in names), (path.name, names)
+
+
+def test_sweep_help_lists_each_executors_flags_under_its_name(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    group, where = "", {}  # flag -> the --help group it is listed in
+    for line in capsys.readouterr().out.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            group = line[:-1]
+        elif line.startswith("  --"):
+            where[line.split()[0].rstrip(",")] = group
+    for name, record in load_registry().executors.items():
+        for flag in _flag_names(record.options) if record.options else ():
+            assert where.get(flag) == f"{name} executor", (flag, where.get(flag))
+    assert where["--cpus-per-job"] == where["--executor"] == "execution"
+
+
+def test_a_third_party_executor_declares_its_options_and_receives_them_typed(tmp_path):
+    from dataclasses import dataclass
+
+    from fsbench.options import option, parse_int
+    from fsbench.sweep.cli import add_sweep_arguments, build_executor, sweep_options
+
+    @dataclass(frozen=True)
+    class MineOptions:
+        mine_speed: int = option(1, parse=parse_int, least=1, help="how fast")
+
+    built = []
+
+    class Plugin:
+        @hookimpl
+        def fsbench_executors(self):
+            return [ExecutorRecord("mine", lambda common, own: built.append((common, own)),
+                                   "a third party's", options=MineOptions),
+                    ExecutorRecord("greedy", lambda common, own: None, "clashes",
+                                   options=LocalOptions)]
+
+    executors = load_registry(extra={"thirdparty": Plugin()}).executors
+    parser = add_sweep_arguments(argparse.ArgumentParser(), executors)
+    assert "--mine-speed" in parser.format_help()
+    options = sweep_options(parser.parse_args(["--executor", "mine", "--mine-speed", "3",
+                                               "--retries", "1"]), executors)
+    assert options.options == MineOptions(mine_speed=3) and options.common.retries == 1
+    build_executor(options, executors)
+    assert built == [(ExecutorOptions(retries=1), MineOptions(mine_speed=3))]
+    with pytest.raises(ConfigError, match="--mine-speed must be at least 1, got 0"):
+        sweep_options(parser.parse_args(["--executor", "mine", "--mine-speed", "0"]), executors)
+    with pytest.raises(ConfigError, match="--mine-speed: option.s. of the mine executor; this "
+                                          "sweep runs on --executor local"):
+        sweep_options(parser.parse_args(["--mine-speed", "2"]), executors)
+    with pytest.raises(ConfigError, match="executor 'greedy' .thirdparty. declares --workers"):
+        sweep_options(parser.parse_args(["--executor", "greedy"]), executors)
+
+
 @pytest.mark.parametrize(("module", "extra"), [("ray", "ray"), ("submitit", "slurm")])
 def test_a_missing_extra_names_the_install_command(monkeypatch, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # import fails
     record = load_registry().executors[extra]
     with pytest.raises(FsbenchError, match=rf'pip install "fsbench\[{extra}\]"'):
-        record.factory(ExecutorOptions())
+        record.factory(ExecutorOptions(), None)
 
 
 def test_local_sweep_equals_single_runs_resumes_and_is_idempotent(tmp_path, reference, monkeypatch):
-    from fsbench.sweep.executors.local import LocalExecutor
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     cfgs = _smoke(tmp_path / "out", tmp_path / "cache", seeds=(0,))
     plan = build_plan(cfgs)
     assert len(plan.todo_pretrains) == 1
-    outcome = run_sweep(plan, LocalExecutor(ExecutorOptions(workers=1)), show=False)
+    outcome = run_sweep(plan, LocalExecutor(options=LocalOptions(workers=1)), show=False)
     _check_equal(outcome, plan, reference)
     assert len(outcome.pretrained) == 1  # trained once, for both runs
 
     again = build_plan(cfgs)  # everything done: nothing is handed to the executor
     assert not again.todo_runs and not again.todo_pretrains
-    states = run_sweep(again, LocalExecutor(ExecutorOptions(workers=1)), show=False).states
+    states = run_sweep(again, LocalExecutor(options=LocalOptions(workers=1)), show=False).states
     assert {s.state for s in states.values()} == {"skipped"}
 
     lost = next(iter(plan.runs.values()))
     (lost.run_dir / SUMMARY).unlink()  # as if the sweep had crashed during this run
     resumed = build_plan(cfgs)
     assert [r.id for r in resumed.todo_runs] == [lost.id] and not resumed.todo_pretrains
-    outcome = run_sweep(resumed, LocalExecutor(ExecutorOptions(workers=2)), show=False)  # 1 job
+    outcome = run_sweep(resumed, LocalExecutor(options=LocalOptions(workers=2)), show=False)  # 1 job
     _check_equal(outcome, resumed, reference)
     assert [s.id for s in outcome.states.values() if s.state == "done"] == [lost.id]
 
 
 def test_the_cli_sweep_reports_a_failing_job_goes_on_and_ends_with_the_report(
         tmp_path, reference, monkeypatch, capsys):
-    from fsbench.sweep.executors.local import LocalExecutor
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out, report = tmp_path / "out", tmp_path / "report.md"
     grid = tmp_path / "grid.toml"
@@ -257,7 +342,7 @@ def test_the_cli_sweep_reports_a_failing_job_goes_on_and_ends_with_the_report(
     assert "3 run(s) (2 done, 1 to run)" in text and "(1 cached, 1 to run)" in text
 
     plan = build_plan(configs_from_args(_args(str(grid))))  # again: only the failed jobs run
-    outcome = run_sweep(plan, LocalExecutor(ExecutorOptions(workers=1)), show=False)
+    outcome = run_sweep(plan, LocalExecutor(options=LocalOptions(workers=1)), show=False)
     bad_pre, = (p.id for p in plan.todo_pretrains)
     assert "pretrain.lr must be positive" in outcome.failed[bad_pre]
     assert all(len(e.splitlines()) == 1 for e in outcome.failed.values())
@@ -278,11 +363,11 @@ def ray_cluster():
 
 
 def test_ray_sweep_pretrains_once_and_equals_single_runs(tmp_path, reference, ray_cluster):
-    from fsbench.sweep.executors.ray import RayExecutor
+    from fsbench_plugins.executors.ray import RayExecutor
 
     plan = build_plan(_smoke(tmp_path / "out", tmp_path / "cache"))
     assert len(plan.todo_pretrains) == 2 and len(plan.todo_runs) == 4
-    outcome = run_sweep(plan, RayExecutor(ExecutorOptions()), show=False)
+    outcome = run_sweep(plan, RayExecutor(), show=False)
     _check_equal(outcome, plan, reference)
     assert sorted(outcome.pretrained) == sorted(p.key for p in plan.pretrains.values())
     assert all(outcome.states[p].attempts == 1 for p in plan.pretrains)
@@ -296,7 +381,7 @@ def test_ray_worker_killed_mid_run_is_retried_with_the_same_results(tmp_path, re
     The kill races the job (a smoke run takes seconds, and a loaded machine delivers events late):
     when the job has already finished, the scenario is tried again on a fresh output.
     """
-    from fsbench.sweep.executors.ray import RayExecutor
+    from fsbench_plugins.executors.ray import RayExecutor
 
     for attempt in range(4):
         cfgs = _smoke(tmp_path / f"out{attempt}", reference["cache"], seeds=(0,))
@@ -322,12 +407,13 @@ def test_ray_worker_killed_mid_run_is_retried_with_the_same_results(tmp_path, re
 
 def test_submitit_local_executor_equals_single_runs(tmp_path, reference, monkeypatch):
     pytest.importorskip("submitit")
-    from fsbench.sweep.executors.slurm import SlurmExecutor
+    from fsbench_plugins.executors.slurm import SlurmExecutor, SlurmOptions
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     plan = build_plan(_smoke(tmp_path / "out", tmp_path / "cache", methods=("mtl",), seeds=(1,)))
     assert len(plan.todo_pretrains) == 1
-    executor = SlurmExecutor(ExecutorOptions(slurm_cluster="local", output=tmp_path / "out"))
+    executor = SlurmExecutor(ExecutorOptions(output=tmp_path / "out"),
+                             SlurmOptions(slurm_cluster="local"))
     outcome = run_sweep(plan, executor, show=False)
     _check_equal(outcome, plan, reference)
     assert len(outcome.pretrained) == 1
@@ -335,7 +421,8 @@ def test_submitit_local_executor_equals_single_runs(tmp_path, reference, monkeyp
 
 def test_slurm_needs_a_shared_filesystem(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    from fsbench.sweep.executors import Work, slurm
+    from fsbench.sweep.executor import Work
+    from fsbench_plugins.executors import slurm
 
     plan = build_plan(_smoke(tmp_path / "out", tmp_path / "cache", methods=("protonet",), seeds=(0,)))
     executor = slurm.SlurmExecutor(ExecutorOptions(output=tmp_path / "out"))
@@ -367,16 +454,14 @@ def test_live_view_shows_each_job_its_phase_result_error_and_totals():
 
 
 def test_local_executor_gives_each_worker_its_gpu_and_share_of_threads(monkeypatch):
-    from fsbench.sweep.executors.local import LocalExecutor
-
     monkeypatch.setenv("OMP_NUM_THREADS", "16")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    assert LocalExecutor(ExecutorOptions()).layout() == (4, 4, ["0", "1", "2", "3"])
-    assert LocalExecutor(ExecutorOptions(workers=2)).layout() == (2, 8, ["0", "1"])
+    assert LocalExecutor().layout() == (4, 4, ["0", "1", "2", "3"])
+    assert LocalExecutor(options=LocalOptions(workers=2)).layout() == (2, 8, ["0", "1"])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert LocalExecutor(ExecutorOptions()).layout() == (1, 16, None)
-    assert LocalExecutor(ExecutorOptions(workers=3)).layout() == (3, 5, None)
-    assert LocalExecutor(ExecutorOptions(workers=2, cpus_per_job=3)).layout() == (2, 3, None)
+    assert LocalExecutor().layout() == (1, 16, None)
+    assert LocalExecutor(options=LocalOptions(workers=3)).layout() == (3, 5, None)
+    assert LocalExecutor(ExecutorOptions(cpus_per_job=3), LocalOptions(workers=2)).layout() == (2, 3, None)
 
 
 class _FakeSlurmJob:
@@ -425,14 +510,15 @@ def test_slurm_submits_runs_afterok_their_pretraining(tmp_path, monkeypatch, arr
     pytest.importorskip("submitit")
     import types
 
-    from fsbench.sweep.executors import slurm
+    from fsbench_plugins.executors import slurm
 
     _FakeAutoExecutor.log = []
     monkeypatch.setattr(slurm, "_import_submitit", lambda: types.SimpleNamespace(AutoExecutor=_FakeAutoExecutor))
     plan = build_plan(_smoke(tmp_path / "out", tmp_path / "cache", seeds=(0,)))
-    options = ExecutorOptions(output=tmp_path / "out", slurm_partition="gpu", slurm_time=90,
-                              gpus_per_job=1, check_shared_fs=False, slurm_array=array)
-    outcome = run_sweep(plan, slurm.SlurmExecutor(options), show=False)
+    common = ExecutorOptions(output=tmp_path / "out", gpus_per_job=1)
+    options = slurm.SlurmOptions(slurm_partition="gpu", slurm_time=90, skip_shared_fs_check=True,
+                                 slurm_array=array)
+    outcome = run_sweep(plan, slurm.SlurmExecutor(common, options), show=False)
     assert outcome.ok and len(outcome.states) == 3
     (kind, pre_id, dep, _, params), *runs = _FakeAutoExecutor.log
     assert kind == "pretrain" and not dep

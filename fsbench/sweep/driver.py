@@ -26,7 +26,7 @@ from rich.text import Text
 from fsbench.progress import console
 from fsbench.results import LOCK, SUMMARY, run_damage, set_aside
 from fsbench.safetext import text
-from fsbench.sweep.executors import Executor, Work
+from fsbench.sweep.executor import Executor, Work
 from fsbench.sweep.jobs import install_cache_entry, write_run_files
 from fsbench.sweep.plan import Plan
 

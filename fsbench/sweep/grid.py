@@ -27,117 +27,60 @@ from __future__ import annotations
 import itertools
 import tomllib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fsbench.config import (
-    DATASETS,
-    EVAL_SPLITS,
-    HT_FILL_RULES,
-    OVERRIDE_SECTIONS,
-    PRESETS,
-    RunConfig,
-    load_config_file,
-)
+from fsbench.config import OVERRIDE_SECTIONS, RunConfig, load_config_file
 from fsbench.errors import ConfigError
+from fsbench.options import AXIS, SINGLE, Declared, Option, options_of
 from fsbench.strictjson import check_parsed
 
-__all__ = ["AXES", "SINGLE", "Axis", "expand", "grid_configs", "load_grid_file", "parse_list"]
-
-
-def _int(text: Any) -> int:
-    if isinstance(text, bool):
-        raise ValueError("a boolean is not an integer")
-    if isinstance(text, int):
-        return text
-    return int(str(text).strip())
-
-
-def _str(text: Any) -> str:
-    if not isinstance(text, str):
-        raise ValueError(f"expected a string, got {type(text).__name__}")
-    value = text.strip()
-    if not value:
-        raise ValueError("empty string")
-    return value
-
-
-def _path(text: Any) -> Path:
-    return Path(_str(str(text) if isinstance(text, Path) else text)).expanduser()
-
-
-_BOOLS = {"on": True, "true": True, "yes": True, "1": True,
-          "off": False, "false": False, "no": False, "0": False, "default": None}
-
-
-def _bool_or_default(text: Any) -> bool | None:
-    if text is None or isinstance(text, bool):
-        return text
-    key = str(text).strip().lower()
-    if key not in _BOOLS:
-        raise ValueError("expected on, off or default")
-    return _BOOLS[key]
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(text: Any) -> str:
-        value = _str(text)
-        if value not in choices:
-            raise ValueError(f"choose from {', '.join(choices)}")
-        return value
-
-    return parse
+__all__ = ["AXES", "SINGLE_OPTIONS", "SINGLE_SETTINGS", "Axis", "expand", "grid_configs",
+           "load_grid_file", "parse_list"]
 
 
 @dataclass(frozen=True)
 class Axis:
-    """One sweepable ``fsbench run`` option: its RunConfig field and how a value is parsed."""
+    """One sweepable run option, as :class:`~fsbench.config.RunConfig` declares it.
+
+    ``field`` is its key in a grid file and a product's point: the RunConfig field's name, except
+    for the overrides, whose axis is ``config`` (a file of overrides per run, as ``--config``).
+    """
 
     field: str
-    parse: Callable[[Any], Any]
-    help: str
+    option: Option
 
     @property
     def flag(self) -> str:
         return "--" + self.field.replace("_", "-")
 
+    @property
+    def help(self) -> str:
+        return self.option.help
 
-#: The options a sweep takes as lists, in the order the product varies them (last fastest).
-AXES: tuple[Axis, ...] = (
-    Axis("dataset", _choice(DATASETS), "datasets"),
-    Axis("data_root", _path, "dataset directories (one per --dataset value, or one for all)"),
-    Axis("eval_split", _choice(EVAL_SPLITS), "splits of the test episodes"),
-    Axis("eval_dataset", _choice(DATASETS), "cross-domain: datasets the test episodes come from"),
-    Axis("eval_data_root", _path, "their directories (one per --eval-dataset value, or one for all)"),
-    Axis("preset", _choice(PRESETS), "presets"),
-    Axis("backbone", _str, "backbones (default: each preset's)"),
-    Axis("way", _int, "ways"),
-    Axis("shot", _int, "shots"),
-    Axis("query", _int, "queries per class"),
-    Axis("episodes", _int, "test episodes"),
-    Axis("method", _str, "methods (see `fsbench methods`)"),
-    Axis("hard_tasks", _bool_or_default, "hard-task meta-batch: on, off or default"),
-    Axis("ht_every", _int, "hard meta-batch every N meta-batches"),
-    Axis("ht_count", _int, "hard tasks per hard meta-batch"),
-    Axis("ht_fill", _choice(HT_FILL_RULES), "hard-task fill rules"),
-    Axis("ht_mode", _str, "hard-task modes (see `fsbench run --help`)"),
-    Axis("device", _str, "devices: auto, cpu or cuda"),
-    Axis("config", _path, "override files ([hparams], [episodic], [pretrain]); one run per file"),
-    Axis("seed", _int, "seeds (training)"),
-    Axis("episode_seed", _int, "seeds of the test episodes"),
-    Axis("precision", _choice(("auto", "fp32", "bf16")), "precision policies: auto, fp32 or bf16"),
-)
-# Only the options this version's RunConfig has (config files are not a RunConfig field).
-AXES = tuple(a for a in AXES if a.field == "config" or a.field in {f.name for f in fields(RunConfig)})
+    def parse(self, value: Any) -> Any:
+        """A value from the command line or a grid file, parsed and checked (ValueError)."""
+        return self.option.convert(value)
+
+
+def _key(d: Declared) -> str:
+    return d.flag.removeprefix("--").replace("-", "_")
+
+
+#: The options a sweep takes as lists, in RunConfig's field order: the order the product varies
+#: them (last fastest).
+AXES: tuple[Axis, ...] = tuple(Axis(_key(d), d.option) for d in options_of(RunConfig)
+                               if d.option.sweep == AXIS)
 _BY_FIELD = {a.field: a for a in AXES}
 
 #: A directory axis and the dataset axis its values pair with (in order), and that dataset's default.
 PAIRED: dict[str, tuple[str, str | None]] = {"data_root": ("dataset", "synthetic"),
                                              "eval_data_root": ("eval_dataset", None)}
 
-#: Settings of the whole sweep: one value, not a list.
-SINGLE: dict[str, Callable[[Any], Any]] = {"output": _path, "cache_dir": _path}
+#: Settings of the whole sweep (one value, not a list): where results and caches go.
+SINGLE_OPTIONS: tuple[Declared, ...] = tuple(d for d in options_of(RunConfig) if d.option.sweep == SINGLE)
+SINGLE_SETTINGS: dict[str, Callable[[Any], Any]] = {d.name: d.option.convert for d in SINGLE_OPTIONS}
 
 
 def parse_list(key: str, raw: Any, axis: Axis) -> list[Any]:
@@ -185,15 +128,15 @@ def _split_table(table: dict[str, Any], where: str) -> tuple[dict[str, list[Any]
             overrides[key] = dict(value)
         elif key in _BY_FIELD:
             axes[key] = parse_list(f"{where}{key}", value, _BY_FIELD[key])
-        elif key in SINGLE:
+        elif key in SINGLE_SETTINGS:
             if isinstance(value, list):
                 raise ConfigError(f"grid file: {where}{key} is one value for the whole sweep, not a list")
             try:
-                single[key] = SINGLE[key](value)
+                single[key] = SINGLE_SETTINGS[key](value)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"grid file: {where}{key} = {value!r} is invalid ({exc})") from None
         else:
-            valid = sorted([a.field for a in AXES] + list(SINGLE) + list(OVERRIDE_SECTIONS) + ["grid"])
+            valid = sorted([a.field for a in AXES] + list(SINGLE_SETTINGS) + list(OVERRIDE_SECTIONS) + ["grid"])
             raise ConfigError(f"grid file: unknown key {where}{raw_key!r}; valid: {', '.join(valid)}")
     return axes, single, overrides
 

@@ -5,8 +5,8 @@ contents): ``{"ok": True, ...}`` or ``{"ok": False, "error": "<one line>"}``. It
 for a job's own failure, so an executor tells a failing run (reported, the sweep goes on) from a
 lost worker (an exception of the executor's engine, retried there).
 
-* A pre-training job calls :func:`fsbench.engine.pretrain.ensure_pretrained` exactly as
-  ``fsbench pretrain`` does (same cache key, file lock, resume). With ``return_files`` it returns
+* A pre-training job calls :meth:`fsbench.runner.Run.pretrain` exactly as ``fsbench pretrain``
+  does (same cache key, file lock, resume). With ``return_files`` it returns
   the cache entry's files, for an executor that passes them to dependent runs without a shared
   cache directory.
 * A run job calls :func:`fsbench.runner.run`, the code path of ``fsbench run``. Given

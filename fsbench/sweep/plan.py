@@ -1,17 +1,18 @@
 """The plan of a sweep: a DAG of pre-training jobs and run jobs.
 
-Each distinct pre-training, named by its cache key (:func:`fsbench.engine.pretrain.cache_key`,
-the same key ``fsbench run`` files it under), is one job; every run that needs it depends on it.
+Each distinct pre-training, named by its cache key (:meth:`fsbench.runner.Run.pretrain_key`,
+the key ``fsbench run`` files it under), is one job; every run that needs it depends on it.
 Runs that need no pre-training, or different ones, share nothing and may run in parallel.
 
-Identity comes from the runner: a run's directory is ``OUTPUT/<Run.name>`` (method, dataset,
-backbone, shot, preset, split, seed and a hash of the resolved config), and a run whose
-``summary.json`` is there and validates (:func:`fsbench.results.load_run`) is done; one that does
-not validate is *damaged*: it runs again, its files moved aside first. A pre-training whose cache
-file exists is done (and that file must be a pre-trained backbone fsbench wrote). Planning
-checks ``--output`` and the cache folder (:mod:`fsbench.preflight`) and loads each distinct
-dataset once (decoded and cached, as a run would) to check every run's episodes against its
-splits and to compute the exact cache keys; every problem is a one-line error before any job.
+Identity and checks come from the runner's :class:`~fsbench.runner.Run`: a run's directory is
+``OUTPUT/<Run.name>`` (method, dataset, backbone, shot, preset, split, seed and a hash of the
+resolved config), and a run whose ``summary.json`` is there and validates
+(:func:`fsbench.results.load_run`) is done; one that does not validate is *damaged*: it runs
+again, its files moved aside first. A pre-training whose cache file exists is done (and that
+file must be a pre-trained backbone fsbench wrote). Planning calls each run's preflight
+(``--output`` and the cache folder) and loads each distinct dataset once (decoded and cached,
+as a run would) for the run's own episode checks (:meth:`~fsbench.runner.Run.check`) and its
+exact pre-training key; every problem is a one-line error before any job.
 """
 
 from __future__ import annotations
@@ -115,13 +116,6 @@ def _load_dataset(name: str, root: Path | None, cache_dir: Path):
     return load_dataset(name, root, cache_dir / "datasets", False)
 
 
-def _dataset_loader():
-    def load(cfg: RunConfig, cache_dir: Path):
-        return _load_dataset(cfg.dataset, cfg.data_root, Path(cache_dir))
-
-    return load
-
-
 def build_plan(configs: Iterable[RunConfig]) -> Plan:
     """Resolve and check every run, then group them by the pre-training they need.
 
@@ -142,15 +136,13 @@ def build_plan(configs: Iterable[RunConfig]) -> Plan:
 
 
 class _Planner:
-    """The jobs of a plan, added one run at a time (each check done once per distinct case)."""
+    """The jobs of a plan, added one run at a time (folder and cache-file checks once each)."""
 
     def __init__(self) -> None:
-        self.load = _dataset_loader()
         self.pretrains: dict[str, PretrainJob] = {}
         self.runs: dict[str, RunJob] = {}
         self.notes: list[str] = []
         self.checked: set[tuple[Any, ...]] = set()
-        self.pre_paths: dict[tuple[Any, ...], Path] = {}
 
     def add(self, cfg: RunConfig) -> None:
         run = self._resolve(cfg)
@@ -160,8 +152,10 @@ class _Planner:
         if ("folders", cfg.output, run.cache_dir) not in self.checked:
             run.preflight()
             self.checked.add(("folders", cfg.output, run.cache_dir))
-        dataset = self.load(cfg, run.cache_dir)
-        self._check_episodes(run, dataset)
+        dataset = _load_dataset(cfg.dataset, cfg.data_root, Path(run.cache_dir))
+        eval_data = (dataset if cfg.eval_dataset is None else
+                     _load_dataset(cfg.eval_dataset, cfg.eval_data_root, Path(run.cache_dir)))
+        run.check(dataset, eval_data)
         pre_id = self._pretrain(run, dataset) if run.preset.pretrain is not None else None
         run_dir = Path(cfg.output) / name
         finished = (run_dir / SUMMARY).exists()
@@ -184,38 +178,12 @@ class _Planner:
             self.notes.append(note)
         return Run(replace(cfg, device="cpu"), show_progress=False)
 
-    def _check_episodes(self, run: Any, dataset: Any) -> None:
-        """The runner's checks of the episodes against the splits, before any job starts."""
-        from fsbench.episodes import EpisodeSpec
-
-        cfg, preset = run.cfg, run.preset
-        spec = EpisodeSpec(cfg.way, cfg.shot, cfg.query)
-        shape_key = (id(dataset), cfg.way, cfg.shot, cfg.query, cfg.eval_split,
-                     repr(preset.episodic),
-                     preset.episodic is not None or preset.pretrain is not None)
-        if shape_key in self.checked:
-            return
-        spec.check(dataset.split(cfg.eval_split), "eval")
-        if preset.episodic is not None:
-            train_way = getattr(preset.episodic, "train_way", None) or cfg.way
-            EpisodeSpec(train_way, cfg.shot, preset.episodic.train_query).check(
-                dataset.split("train"), "train")
-        if preset.episodic is not None or preset.pretrain is not None:
-            spec.check(dataset.split("val"), "val")
-        self.checked.add(shape_key)
-
     def _pretrain(self, run: Any, dataset: Any) -> str:
         """The id of the pre-training job ``run`` needs (added, and its cache file checked, once)."""
-        cfg, preset = run.cfg, run.preset
-        memo = (id(dataset), preset.backbone, repr(sorted(preset.backbone_kwargs.items())),
-                preset.pretrain, run.preset_name, cfg.seed, cfg.way, str(run.cache_dir),
-                run.precision.dtype)
-        if memo not in self.pre_paths:
-            self.pre_paths[memo] = run.pretrain_path(dataset)
-        path = self.pre_paths[memo]
+        path = run.pretrain_path(dataset)
         pre_id = f"pretrain:{path.stem}"
         if pre_id not in self.pretrains:
             check_pretrained_cache(path)
-            self.pretrains[pre_id] = PretrainJob(pre_id, path.stem, cfg, path, path.exists())
+            self.pretrains[pre_id] = PretrainJob(pre_id, path.stem, run.cfg, path, path.exists())
         self.pretrains[pre_id].runs.append(run.name)
         return pre_id

@@ -1,45 +1,29 @@
 """fsbench's bundled sweep executors, registered like any third-party executor.
 
-``local`` (a process pool on this machine, needs nothing), ``ray`` (Ray core tasks; ``pip install
-"fsbench[ray]"``) and ``slurm`` (submitit; ``pip install "fsbench[slurm]"``). The executors live
-in :mod:`fsbench.sweep.executors`; this module only offers them through the ``fsbench_executors``
-hook, so that a third-party package adds one the same way (see the README, "Sweeps").
+Each lives in one module here, with its options and its class: ``local`` (a process pool on this
+machine, needs nothing; :mod:`.local`), ``ray`` (Ray core tasks; ``pip install "fsbench[ray]"``;
+:mod:`.ray`) and ``slurm`` (submitit; ``pip install "fsbench[slurm]"``; :mod:`.slurm`). This
+module offers them through the ``fsbench_executors`` hook, as a third-party package would (see the
+README, "Sweeps"): each record names the dataclass of the executor's own ``fsbench sweep``
+options, which the command line lists under the executor's name and parses for it. Importing
+these modules imports neither Ray nor submitit; an executor imports its engine when built.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fsbench.hookspecs import ExecutorRecord, hookimpl
-
-if TYPE_CHECKING:  # loading the registry imports no executor code
-    from fsbench.sweep.executors import ExecutorOptions
-
-
-def _local(options: ExecutorOptions):
-    from fsbench.sweep.executors.local import LocalExecutor
-
-    return LocalExecutor(options)
-
-
-def _ray(options: ExecutorOptions):
-    from fsbench.sweep.executors.ray import RayExecutor
-
-    return RayExecutor(options)
-
-
-def _slurm(options: ExecutorOptions):
-    from fsbench.sweep.executors.slurm import SlurmExecutor
-
-    return SlurmExecutor(options)
+from fsbench_plugins.executors.local import LocalExecutor, LocalOptions
+from fsbench_plugins.executors.ray import RayExecutor, RayOptions
+from fsbench_plugins.executors.slurm import SlurmExecutor, SlurmOptions
 
 
 @hookimpl
 def fsbench_executors() -> list[ExecutorRecord]:
     return [
-        ExecutorRecord("local", _local, "worker processes on this machine (--workers N; one per GPU)"),
-        ExecutorRecord("ray", _ray, "Ray core tasks on a Ray cluster (--ray-address)",
-                       requires='pip install "fsbench[ray]"'),
-        ExecutorRecord("slurm", _slurm, "Slurm jobs through submitit (afterok dependencies)",
-                       requires='pip install "fsbench[slurm]"'),
+        ExecutorRecord("local", LocalExecutor, "worker processes on this machine (--workers N; "
+                       "one per GPU)", options=LocalOptions),
+        ExecutorRecord("ray", RayExecutor, "Ray core tasks on a Ray cluster (--ray-address)",
+                       requires='pip install "fsbench[ray]"', options=RayOptions),
+        ExecutorRecord("slurm", SlurmExecutor, "Slurm jobs through submitit (afterok dependencies)",
+                       requires='pip install "fsbench[slurm]"', options=SlurmOptions),
     ]

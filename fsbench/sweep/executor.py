@@ -1,4 +1,4 @@
-"""Sweep executors: where a plan's jobs execute.
+"""Sweep executors: where a plan's jobs execute, and the options every executor may read.
 
 An executor receives the :class:`Work` of a plan (pre-trainings to run, runs to run, the
 pre-trainings already cached) and a ``report`` callback, runs every job respecting the
@@ -13,9 +13,12 @@ A failing job is reported and the rest of the sweep goes on (runs needing a fail
 pre-training are reported failed too). The driver writes results; an executor returns when
 every job is done or failed.
 
-Executors are plugins: a package's ``fsbench_executors`` hook returns :class:`ExecutorRecord` s
-(see :mod:`fsbench.hookspecs`); fsbench's own (``local``, ``ray``, ``slurm``) register through the
-same entry-point group, from ``fsbench_plugins.executors``.
+Executors are plugins: a package's ``fsbench_executors`` hook returns
+:class:`fsbench.hookspecs.ExecutorRecord` s, each with its factory and the dataclass of its own
+``fsbench sweep`` options (declared with :func:`fsbench.options.option`, as the run options are);
+fsbench's own (``local``, ``ray``, ``slurm``) live in ``fsbench_plugins.executors`` and register
+through the same entry-point group. The core declares only the options more than one executor
+reads (:class:`ExecutorOptions`).
 """
 
 from __future__ import annotations
@@ -23,35 +26,41 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsbench.options import option, parse_int
 from fsbench.sweep.plan import PretrainJob, RunJob
 
-__all__ = ["Executor", "ExecutorOptions", "Report", "Work", "cpu_threads"]
+__all__ = ["EXECUTION", "Executor", "ExecutorOptions", "Report", "Work", "cpu_threads",
+           "missing_extra"]
 
 Report = Callable[[dict[str, Any]], None]
 
 
+EXECUTION = "execution"  # the --help group of the executor options below
+
+
 @dataclass(frozen=True)
 class ExecutorOptions:
-    """Every executor's options (each reads its own), from ``fsbench sweep``'s flags."""
+    """The ``fsbench sweep`` options every executor may read (each reads those it uses).
 
-    workers: int | None = None  # local: worker processes (default 1, or one per GPU)
-    cpus_per_job: int | None = None  # ray / slurm: CPUs per job (default 1 / local threads)
-    gpus_per_job: int | None = None  # ray / slurm: None: 1 when the cluster has GPUs
-    retries: int = 3  # ray: retries of a task lost with its worker
-    ray_address: str | None = None  # None: a local cluster started for the sweep
-    ray_shared_cache: bool = False  # the cache directory is shared by every Ray node
-    slurm_partition: str | None = None
-    slurm_time: int = 60  # minutes per job
-    slurm_cluster: str | None = None  # None: Slurm; "local": submitit's local executor (tests)
-    slurm_folder: Path | None = None  # submitit's logs; default OUTPUT/.sweep/slurm
-    slurm_array: bool = False  # submit dependent runs as job arrays (one per pre-training)
-    check_shared_fs: bool = True
+    Generic because more than one bundled executor reads each: ``--cpus-per-job`` (local, ray,
+    slurm), ``--gpus-per-job`` (ray, slurm), ``--retries`` (local, ray). ``output`` is the sweep's
+    ``--output`` (where an executor may put its own files), not a flag of its own.
+    """
+
+    cpus_per_job: int | None = option(None, parse=parse_int, least=1, group=EXECUTION,
+                                      help="CPUs (torch threads) per job (default: the executor's; "
+                                           "local: its share of the threads, ray / slurm: 1)")
+    gpus_per_job: int | None = option(None, parse=parse_int, least=0, group=EXECUTION,
+                                      help="GPUs per job, for executors that reserve them (default: "
+                                           "1 where the cluster has GPUs, else 0)")
+    retries: int = option(3, parse=parse_int, least=0, group=EXECUTION,
+                          help="retries of a job lost with its worker process (killed, out of "
+                               "memory); a job's own error is not retried")
     output: Path = Path("results")
-    extra: dict[str, Any] = field(default_factory=dict)  # a third-party executor's options
 
 
 @dataclass

@@ -4,7 +4,9 @@
 * Pre-training jobs are submitted first; each run is submitted with an ``afterok`` dependency
   on the pre-training it needs (``--slurm-array``: the runs of one pre-training as one job
   array), so Slurm orders them; a run whose pre-training failed never starts and is reported.
-* ``--slurm-partition``, ``--slurm-time`` (minutes), ``--cpus-per-job``, ``--gpus-per-job``.
+* Its own options (:class:`SlurmOptions`): ``--slurm-partition``, ``--slurm-time`` (minutes),
+  ``--slurm-array``, ``--slurm-cluster``, ``--slurm-folder``, ``--no-shared-fs-check``; it also
+  reads the generic ``--cpus-per-job`` and ``--gpus-per-job``.
 * Jobs write their run directories and the pre-training cache directly, so ``--output`` and the
   cache directory must be on a filesystem every node sees (NFS, Lustre, GPFS, BeeGFS, CephFS...):
   checked before anything is submitted (``--no-shared-fs-check`` to skip the check).
@@ -20,12 +22,32 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fsbench import strictjson
 from fsbench.errors import ConfigError, FsbenchError
-from fsbench.sweep.executors import Executor, ExecutorOptions, Report, Work, missing_extra
+from fsbench.options import SWITCH, option, parse_int, parse_path
+from fsbench.sweep.executor import Executor, ExecutorOptions, Report, Work, missing_extra
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """The slurm executor's own ``fsbench sweep`` options."""
+
+    slurm_partition: str | None = option(None, help="partition")
+    slurm_time: int = option(60, parse=parse_int, least=1, help="minutes per job")
+    slurm_array: bool = option(False, kind=SWITCH,
+                               help="submit the runs of each pre-training as one job array")
+    slurm_cluster: str | None = option(None, choices=("slurm", "local"),
+                                       help="'local' runs the jobs through submitit's local "
+                                            "executor (testing)")
+    slurm_folder: Path | None = option(None, parse=parse_path, metavar="DIR",
+                                       help="submitit's job folder (default OUTPUT/.sweep/slurm)")
+    skip_shared_fs_check: bool = option(False, kind=SWITCH, flag="--no-shared-fs-check",
+                                        help="trust that --output and --cache-dir are on a shared "
+                                             "filesystem")
 
 #: Filesystem types that live on one machine: output there is invisible to other nodes.
 LOCAL_FILESYSTEMS = frozenset({
@@ -92,24 +114,26 @@ def _slurm_job(kind: str, job_id: str, cfg: Any, status: str, threads: int) -> N
 class SlurmExecutor(Executor):
     name = "slurm"
 
-    def __init__(self, options: ExecutorOptions) -> None:
+    def __init__(self, common: ExecutorOptions | None = None,
+                 options: SlurmOptions | None = None) -> None:
         _import_submitit()
-        self.options = options
-        self.local = options.slurm_cluster == "local"
+        self.common = common or ExecutorOptions()
+        self.options = options or SlurmOptions()
+        self.local = self.options.slurm_cluster == "local"
 
     def check(self, work: Work) -> None:
-        if self.local or not self.options.check_shared_fs:
+        if self.local or self.options.skip_shared_fs_check:
             return
         from fsbench.data.cache import default_cache_dir
 
-        paths = {"--output": Path(self.options.output)}
+        paths = {"--output": Path(self.common.output)}
         for job in [*work.pretrains, *work.runs]:
             paths.setdefault("--cache-dir", Path(job.cfg.cache_dir or default_cache_dir()))
         paths["the submitit folder (--slurm-folder)"] = self._folder()
         check_shared(paths)
 
     def _folder(self) -> Path:
-        return Path(self.options.slurm_folder or Path(self.options.output) / ".sweep" / "slurm")
+        return Path(self.options.slurm_folder or Path(self.common.output) / ".sweep" / "slurm")
 
     def _executor(self):
         submitit = _import_submitit()
@@ -117,8 +141,8 @@ class SlurmExecutor(Executor):
         ex = submitit.AutoExecutor(folder=folder, cluster="local" if self.local else "slurm")
         params: dict[str, Any] = {
             "timeout_min": self.options.slurm_time,
-            "cpus_per_task": self.options.cpus_per_job or 1,
-            "gpus_per_node": self.options.gpus_per_job or 0,
+            "cpus_per_task": self.common.cpus_per_job or 1,
+            "gpus_per_node": self.common.gpus_per_job or 0,
             "name": "fsbench-sweep",
         }
         if self.options.slurm_partition and not self.local:
@@ -130,7 +154,7 @@ class SlurmExecutor(Executor):
         ex = self._executor()
         status_dir = self._folder() / "status"
         status_dir.mkdir(parents=True, exist_ok=True)
-        threads = self.options.cpus_per_job or 1
+        threads = self.common.cpus_per_job or 1
         active: dict[str, tuple[Any, Any, Path]] = {}  # job id -> (submitit job, plan job, status)
         seen: dict[str, str] = {}
 
@@ -211,4 +235,4 @@ def _read_status(path: Path) -> dict[str, Any] | None:
         return None
 
 
-__all__ = ["LOCAL_FILESYSTEMS", "SlurmExecutor", "check_shared", "filesystem_type"]
+__all__ = ["LOCAL_FILESYSTEMS", "SlurmExecutor", "SlurmOptions", "check_shared", "filesystem_type"]

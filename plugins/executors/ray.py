@@ -1,5 +1,8 @@
 """The ``ray`` executor: each job is a Ray core task (``pip install "fsbench[ray]"``).
 
+Its own options (:class:`RayOptions`): ``--ray-address`` and ``--ray-shared-cache``; it also reads
+the generic ``--cpus-per-job``, ``--gpus-per-job`` and ``--retries``.
+
 * Cluster: ``--ray-address auto`` or ``HOST:PORT`` joins a running cluster; without it a local
   cluster is started for the sweep (and stopped after). A driver that already called
   ``ray.init`` keeps its cluster.
@@ -19,12 +22,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from fsbench.errors import FsbenchError
-from fsbench.sweep.executors import Executor, ExecutorOptions, Report, Work, missing_extra
+from fsbench.options import SWITCH, option
+from fsbench.sweep.executor import Executor, ExecutorOptions, Report, Work, missing_extra
 from fsbench.sweep.jobs import one_line, read_cache_entry
+
+__all__ = ["RayExecutor", "RayOptions"]
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """The ray executor's own ``fsbench sweep`` options."""
+
+    ray_address: str | None = option(None, help="auto, or HOST:PORT of a running cluster "
+                                                "(default: start a local one)")
+    ray_shared_cache: bool = option(False, kind=SWITCH,
+                                    help="every node sees --cache-dir: pre-trained weights pass "
+                                         "through it, not the object store")
 
 
 def _import_ray():
@@ -70,9 +88,11 @@ def _remotes():
 class RayExecutor(Executor):
     name = "ray"
 
-    def __init__(self, options: ExecutorOptions) -> None:
+    def __init__(self, common: ExecutorOptions | None = None,
+                 options: RayOptions | None = None) -> None:
         _import_ray()
-        self.options = options
+        self.common = common or ExecutorOptions()
+        self.options = options or RayOptions()
 
     def run(self, work: Work, report: Report) -> None:
         ray = _import_ray()
@@ -94,19 +114,19 @@ class RayExecutor(Executor):
                 ray.shutdown()
 
     def _resources(self, ray: Any, cfg: Any) -> dict[str, Any]:
-        cpus = self.options.cpus_per_job or 1
-        gpus = self.options.gpus_per_job
+        cpus = self.common.cpus_per_job or 1
+        gpus = self.common.gpus_per_job
         if gpus is None:
             has_gpus = ray.cluster_resources().get("GPU", 0) > 0
             gpus = 1 if has_gpus and cfg.device != "cpu" else 0
-        return {"num_cpus": cpus, "num_gpus": gpus, "max_retries": self.options.retries,
+        return {"num_cpus": cpus, "num_gpus": gpus, "max_retries": self.common.retries,
                 "retry_exceptions": False}
 
     def _run(self, ray: Any, work: Work, report: Report) -> None:
         job_fn, sink_cls = _remotes()
         sink = sink_cls.remote()
         shared = self.options.ray_shared_cache
-        threads = self.options.cpus_per_job or 1
+        threads = self.common.cpus_per_job or 1
         refs: dict[Any, Any] = {}
         pre_refs: dict[str, Any] = {}
         for p in work.pretrains:

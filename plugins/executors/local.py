@@ -35,10 +35,13 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
-from fsbench.errors import ConfigError
-from fsbench.sweep.executors import Executor, ExecutorOptions, Report, Work, cpu_threads
+from fsbench.options import option, parse_int
+from fsbench.sweep.executor import Executor, ExecutorOptions, Report, Work, cpu_threads
+
+__all__ = ["LocalExecutor", "LocalOptions", "die_with_parent", "visible_gpus"]
 
 _events: Any = None
 _threads: int | None = None
@@ -148,19 +151,27 @@ class _Slot:
             self.pool = self.events = None
 
 
+@dataclass(frozen=True)
+class LocalOptions:
+    """The local executor's own ``fsbench sweep`` options."""
+
+    workers: int | None = option(None, parse=parse_int, least=1,
+                                 help="worker processes (default 1, or one per visible GPU)")
+
+
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, options: ExecutorOptions) -> None:
-        if options.workers is not None and options.workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {options.workers}")
-        self.options = options
+    def __init__(self, common: ExecutorOptions | None = None,
+                 options: LocalOptions | None = None) -> None:
+        self.common = common or ExecutorOptions()
+        self.options = options or LocalOptions()
 
     def layout(self) -> tuple[int, int, list[str] | None]:
         """(workers, threads per worker, GPU of each worker slot or None)."""
         gpus = visible_gpus()
         workers = self.options.workers or (len(gpus) if len(gpus) > 1 else 1)
-        threads = self.options.cpus_per_job or max(1, cpu_threads() // workers)
+        threads = self.common.cpus_per_job or max(1, cpu_threads() // workers)
         slots = [gpus[i % len(gpus)] for i in range(workers)] if len(gpus) > 1 else None
         return workers, threads, slots
 
@@ -169,7 +180,7 @@ class LocalExecutor(Executor):
         ctx = mp.get_context("spawn")
         slots = [_Slot(ctx, threads, gpus[i] if gpus else None) for i in range(workers)]
         try:
-            _Schedule(work, report, slots, self.options.retries).run()
+            _Schedule(work, report, slots, self.common.retries).run()
         finally:
             for slot in slots:
                 slot.close()
