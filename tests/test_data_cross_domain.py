@@ -42,8 +42,10 @@ def test_train_synthetic_test_folder(tmp_path: Path, other_domain: Path,
     assert config["run"]["eval_dataset"] == "folder"
     assert any(n.startswith("folder: image folders per split") for n in config["dataset_notes"])
     capsys.readouterr()
-    assert main(["report", str(tmp_path / "out"), "--format", "markdown"]) == 0
+    assert main(["report", str(tmp_path / "out")]) == 0
     assert "synthetic->folder 1-shot" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "out"), "--format", "markdown"]) == 0
+    assert "synthetic-&gt;folder 1-shot" in capsys.readouterr().out  # markdown escapes '>'
 
 
 def test_image_sizes_must_match(tmp_path: Path, other_domain: Path,

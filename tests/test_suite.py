@@ -113,3 +113,33 @@ def test_the_papers_main_ordering_shows_on_real_data(real_reference):
 def test_the_real_reference_passes_its_own_gate(real_reference):
     report = compare_runs(REAL_REFERENCE, REAL_REFERENCE)
     assert not report.failed and len(report.rows) == len(real_reference)
+
+
+# -- the real-data gate catches the regression it was built for ---------------------------------
+
+REAL_DATA = ROOT.parent / "shared" / "data" / "miniimagenet"
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_the_previous_protonet_preset_fails_the_real_gate(tmp_path, monkeypatch):
+    """ProtoNets' `quick` preset before the fix (flattened 1,600-d squared distances, the learning
+    rate halved every 400 episodes) lost about nine points in 5-shot: run at the real suite's
+    budget against the committed reference, it must fail the gate by name."""
+    from dataclasses import replace as dc_replace
+
+    import fsbench_plugins.protonet as protonet
+    from fsbench.runner import run
+
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"no miniImageNet at {REAL_DATA}")
+    current = protonet.PRESETS["quick"]
+    previous = dc_replace(current, backbone_kwargs={"pool": "flatten"},
+                          hparams=protonet.ProtoNetHparams(lr_decay_every=400, pool_below_shot=2))
+    monkeypatch.setitem(protonet.PRESETS, "quick", previous)
+    (cfg,) = [c for c in real_configs(tmp_path / "new", None, REAL_DATA) if c.method == "protonet"]
+    run(cfg, show_progress=False)
+    baseline = [p.parent for p in REAL_REFERENCE.glob("*/summary.json")
+                if json.loads(p.read_text())["method"] == "protonet"]
+    report = compare_runs(baseline, tmp_path / "new")
+    assert report.regressed_methods == ["protonet"], [r.reasons + r.notes for r in report.rows]
