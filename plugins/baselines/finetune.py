@@ -17,8 +17,8 @@ the squared feature norm. The paper's 0.01 goes with 640-d ResNet features whose
 in the hundreds, while other backbones (the CPU presets' Conv-4, timm models) give other scales.
 The presets therefore L2-normalise each feature and rescale it to ``feature_norm = 10``
 (``|x|^2 = 100``), which keeps the paper's lr 0.01 and 100 steps with an effective step
-(``lr * |x|^2 = 1``) that does not depend on the backbone (README, "Measured", has the check on
-real miniImageNet val episodes).
+(``lr * |x|^2 = 1``) that does not depend on the backbone (README, "Figures behind design
+choices", has the check on real miniImageNet val episodes).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ Design choices (and where they depart from the official code):
   How fast it learns depends on the squared feature norm: one step moves a support logit by
   about ``lr * |x|^2 / S``. The official 640-d ResNet features are large, so lr 0.01 fits the
   support set within its steps; on the CPU presets' 64-d Conv-4 features it is slower (README,
-  "Measured", has the support loss over the inner steps).
+  "Figures behind design choices", has the support loss over the inner steps).
   ``feature_norm`` (L2-normalise, rescale) and ``fc_init="zero"`` are options, off in the
   ``paper`` preset; the CPU presets (``quick``, ``smoke``) turn both on so that MTL's base
   learner is exactly the finetune baseline's (see ``plugins/mtl/__init__.py``).

@@ -9,7 +9,7 @@ embedding (``backbone_kwargs={"pool": "flatten"}``; the image size is taken from
 The ``paper`` and ``quick`` presets use it (fsbench's default pooled 64-d Conv-4 embedding
 measured below it in 5-shot, issue 12). On the ``quick`` CPU schedule a 1-shot run pools instead
 (``hparams.pool_below_shot``), where the flattened embedding measured below the pooled one
-(README, "Measured").
+(README, "Figures behind design choices").
 
 Forward passes follow the run's precision policy (``ctx.precision``: bf16 autocast and
 channels_last where the device runs them natively); distances, softmax and the loss are fp32.
@@ -41,7 +41,7 @@ class ProtoNetHparams:
     metric: str = "sq_euclidean"
     #: Runs with fewer shots than this pool the backbone's map globally instead of flattening it
     #: (``backbone_kwargs={"pool": "flatten"}``); 0: never. The ``quick`` preset sets 2: on a
-    #: CPU schedule a flattened 1-shot embedding lost to the pooled one (README, "Measured").
+    #: CPU schedule a flattened 1-shot embedding lost to the pooled one (README, "Precision and CPU speed").
     pool_below_shot: int = 0
 
     def check(self) -> None:

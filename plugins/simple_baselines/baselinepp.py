@@ -21,8 +21,7 @@ starts) and the mini-batch orders are drawn from a generator seeded by the train
 run is deterministic.
 
 On the CPU presets' 64-d pooled Conv-4 features the official lr 0.01 fits a 1-shot support set
-only in part within its 100 passes (86% of support images on real miniImageNet val, a 2-epoch
-quick backbone; 200 episodes: 29.2% at lr 0.01, 30.2% at lr 0.1, not paired). The ``quick``
+only in part within its 100 passes (README, "Figures behind design choices"). The ``quick``
 preset keeps the official 0.01; the ``smoke`` preset's 16-d features need 0.1.
 """
 
