@@ -31,7 +31,7 @@ from fsbench.engine.allocator import keep_freed_memory
 state = keep_freed_memory()
 from precision_speed import load_splits, meta_step, pretrain_step, DEFAULT_DATA
 from fsbench.data.base import Normalizer
-from fsbench.engine.precision import resolve_precision
+from fsbench.precision import resolve_precision
 train, _, mean, std, _ = load_splits(DEFAULT_DATA)
 normalize = Normalizer(mean, std, torch.device("cpu"))
 out = {{"state": state}}

@@ -30,6 +30,7 @@ from fsbench.data.base import Normalizer, Split
 from fsbench.engine.evaluate import evaluate_episodes
 from fsbench.episodes import EpisodeSampler, EpisodeSpec
 from fsbench.method import MethodContext
+from fsbench.precision import resolve_precision
 from fsbench_plugins.mtl.method import MTL, MTLHparams
 
 
@@ -71,6 +72,7 @@ def build_mtl(backbone: str, hp: MTLHparams, image_shape: tuple[int, int, int], 
     ctx = MethodContext(
         preset=preset, backbone=backbone, backbone_kwargs=kwargs, num_train_classes=64,
         image_shape=image_shape, device=device, seed=0, way=way, shot=shot,
+        precision=resolve_precision("auto" if device.type == "cuda" else "fp32", device),
         pretrained=create_backbone(backbone, **kwargs).state_dict(),
     )
     return MTL(ctx).to(device).train()

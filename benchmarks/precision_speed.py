@@ -43,9 +43,9 @@ from fsbench.data.base import Normalizer, Split
 from fsbench.engine.augment import random_resized_crop_flip
 from fsbench.engine.episodic import _step
 from fsbench.engine.evaluate import evaluate_episodes
-from fsbench.engine.precision import Precision, resolve_precision
 from fsbench.episodes import EpisodeSampler, EpisodeSpec
 from fsbench.method import MethodContext
+from fsbench.precision import Precision, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "miniimagenet"
@@ -129,7 +129,7 @@ def method_ctx(backbone: str, kwargs: dict, hparams, prec: Precision, episodic=T
     preset = MethodPreset(backbone, hparams, kwargs, episodic=EpisodicConfig() if episodic else None)
     state = create_backbone(backbone, **kwargs).state_dict() if pretrained else None
     return MethodContext(preset, backbone, dict(kwargs), 64, (3, 84, 84), torch.device("cpu"), 0, way, 1,
-                         pretrained=state, precision=prec)
+                         precision=prec, pretrained=state)
 
 
 def protonet(backbone: str, prec: Precision, kwargs: dict | None = None):

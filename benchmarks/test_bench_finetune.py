@@ -18,6 +18,7 @@ import torch
 
 from fsbench.backbones import create_backbone
 from fsbench.method import MethodContext
+from fsbench.precision import resolve_precision
 from fsbench_plugins.baselines import FINETUNE_PRESETS, Finetune
 
 EPISODES, WAY, SHOT, QUERY, DIM = 600, 5, 1, 15, 640
@@ -39,7 +40,7 @@ def _build():
     ctx = MethodContext(
         preset=preset, backbone=small.backbone, backbone_kwargs=dict(small.backbone_kwargs),
         num_train_classes=64, image_shape=(3, 84, 84), device=torch.device("cpu"), seed=0,
-        way=WAY, shot=SHOT,
+        way=WAY, shot=SHOT, precision=resolve_precision("fp32", "cpu"),
         pretrained=create_backbone(small.backbone, **small.backbone_kwargs).state_dict(),
     )
     method = Finetune(ctx).eval()

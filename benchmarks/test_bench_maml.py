@@ -20,6 +20,7 @@ import torch
 
 from fsbench.config import EpisodicConfig, MethodPreset
 from fsbench.method import MethodContext
+from fsbench.precision import resolve_precision
 from fsbench_plugins.maml import MAML, MAMLHparams
 
 WAY, SHOT, SIZE = 5, 1, 32
@@ -47,6 +48,7 @@ def method() -> MAML:
     ctx = MethodContext(
         preset=preset, backbone=BACKBONE, backbone_kwargs=KWARGS, num_train_classes=64,
         image_shape=(3, SIZE, SIZE), device=torch.device("cpu"), seed=0, way=WAY, shot=SHOT,
+        precision=resolve_precision("fp32", "cpu"),
     )
     return MAML(ctx).train()
 

@@ -42,7 +42,7 @@ BUILT_IN = ("synthetic", "synthetic_easy")  # generated, no --data-root
 EVAL_SPLITS = ("test", "val")
 HT_FILL_RULES = ("confused", "random")
 HT_MODES = ("extra", "replace")
-PRECISIONS = ("auto", "fp32", "bf16")  # see fsbench.engine.precision
+PRECISIONS = ("auto", "fp32", "bf16")  # what each means: fsbench.precision
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class PretrainConfig:
     head_hidden: int = 0  # the classifier head: 0 a single FC layer, else FC-ReLU-FC of this width
     #: The classifier: "linear" (FC, see head_hidden) or "cosine": Baseline++'s cosine classifier,
     #: logits = cosine_scale * g_c * cos(x, w_c) with a learned gain g_c per class
-    #: (:class:`fsbench.engine.heads.CosineClassifier`).
+    #: (:class:`fsbench.learners.cosine.CosineClassifier`).
     head: str = "linear"
     cosine_scale: float = 2.0
     #: Born-again self-distillation (RFS): generation k > 0 is trained from a fresh initialisation

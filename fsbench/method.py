@@ -1,17 +1,21 @@
-"""The one interface every few-shot method implements.
+"""The one interface every few-shot method implements: the method contract.
 
 The core owns the loops: it samples tasks, gathers and normalises their images, runs the
 episodic meta-training loop (with its meta-batch strategy, e.g. hard tasks), selects the model on
 val episodes, checkpoints, and evaluates. A method only says what is specific to it:
 
-* ``meta_train_step(batch)``: one outer update on a meta-batch of tasks (episodic methods);
+* ``meta_train_step(support, support_y, query, query_y, way)``: one outer update on a meta-batch
+  of tasks, returning a :class:`StepOutput` (episodic methods);
 * at test time either ``embed`` + ``classify`` (backbone frozen at test: the core computes
   each test image's features once and builds every episode from them), or
-  ``adapt_and_predict`` (methods that adapt the backbone per episode, e.g. MAML);
+  ``adapt_and_predict`` (methods that adapt per episode, e.g. MAML);
 * optionally ``fit_base(train, normalize)``: statistics of the base (train) classes, once
   before the test episodes (SimpleShot's CL2N centres features on the base classes' mean).
 
 All tensors carry a leading task dimension ``T``: tasks are processed batched.
+
+This module sits below the engine and imports nothing from it; helpers that methods share (the
+FC-head base learner, prototypes, schedules) are in :mod:`fsbench.learners`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 from torch import nn
 
 from fsbench.config import MethodPreset
-from fsbench.engine.precision import Precision, resolve_precision
+from fsbench.precision import Precision
 
 if TYPE_CHECKING:
     from fsbench.data.base import Normalizer, Split
@@ -34,7 +38,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class MethodContext:
-    """What the core hands a method when it builds it."""
+    """What the core hands a method when it builds it.
+
+    ``precision`` is the run's resolved policy (:mod:`fsbench.precision`): the one door to how
+    features are computed (``ctx.precision.autocast()``, ``.prepare``, ``.input``, ``.forward``).
+    """
 
     preset: MethodPreset  # resolved: backbone, schedules, the method's hparams
     backbone: str
@@ -45,29 +53,12 @@ class MethodContext:
     seed: int
     way: int
     shot: int
+    precision: Precision
     pretrained: dict[str, torch.Tensor] | None = None  # pre-trained backbone weights, if any
-    #: How features are computed (:mod:`fsbench.engine.precision`): the runner passes the run's
-    #: resolved ``--precision``. None (contexts built by hand): bf16 + channels_last on CUDA,
-    #: fp32 contiguous on the CPU, the behaviour before the policy existed.
-    precision: Precision | None = None
-
-    def __post_init__(self) -> None:
-        self.device = torch.device(self.device)
-        if self.precision is None:
-            self.precision = resolve_precision("auto" if self.device.type == "cuda" else "fp32", self.device)
 
     @property
     def hparams(self) -> Any:
         return self.preset.hparams
-
-    @property
-    def amp_dtype(self) -> torch.dtype | None:
-        """The autocast dtype of the run's precision (None: full precision)."""
-        return self.precision.amp_dtype
-
-    def autocast(self):
-        """bf16 autocast under a bf16 policy; a context that changes nothing in fp32."""
-        return self.precision.autocast()
 
 
 @dataclass
@@ -91,6 +82,12 @@ class Method(nn.Module, ABC):
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__()
         self.ctx = ctx
+        #: The method's hyperparameters (``ctx.hparams``), validated here by their ``check()``
+        #: when they have one: a subclass reads ``self.hp`` and never checks them itself.
+        self.hp: Any = ctx.hparams
+        check = getattr(self.hp, "check", None)
+        if callable(check):
+            check()
         #: The outer optimizer and its schedule, if the method trains: checkpoints carry their
         #: state (:meth:`training_state`), so a resumed run continues bit for bit.
         self.optimizer: torch.optim.Optimizer | None = None

@@ -32,10 +32,9 @@ from fsbench.data import FewShotDataset, Normalizer, Split, load_dataset
 from fsbench.data.cache import default_cache_dir
 from fsbench.engine import distributed
 from fsbench.engine.allocator import keep_freed_memory
-from fsbench.engine.episodic import TrainLog, meta_train
+from fsbench.engine.episodic import MetaTrainSpec, TrainLog, meta_train
 from fsbench.engine.evaluate import evaluate_episodes
-from fsbench.engine.precision import resolve_precision
-from fsbench.engine.pretrain import PretrainResult
+from fsbench.engine.pretrain import PretrainResult, PretrainSpec
 from fsbench.episodes import EpisodeSampler, EpisodeSpec
 from fsbench.errors import ConfigError, DivergenceError, FsbenchError, PluginError
 from fsbench.fingerprint import fingerprint, flat_overrides, run_settings
@@ -43,6 +42,7 @@ from fsbench.hookspecs import MethodRecord
 from fsbench.method import Method, MethodContext
 from fsbench.options import options_of
 from fsbench.plugins import default_registry, describe_failure
+from fsbench.precision import resolve_precision
 from fsbench.preflight import check_cache_folder, check_pretrained_cache, writable_folder
 from fsbench.progress import bar, console, phase_listeners
 from fsbench.results import (
@@ -301,11 +301,9 @@ class Run:
         method = self._build(dataset, pretrained)
         train_log = TrainLog()
         if preset.episodic is not None:
-            train_log = self._guard(lambda: meta_train(
-                method, dataset.name, train_split, dataset.split("val"), spec, preset.episodic,
-                self.hard, normalize, cfg.seed, run_dir / CHECKPOINT, self.show_progress,
-                preset.eval_batch, episode_seed=cfg.episode_seed,
-            ))
+            task = MetaTrainSpec(dataset.name, train_split, dataset.split("val"), spec, preset.episodic,
+                                 self.hard, cfg.seed, cfg.episode_seed, preset.eval_batch)
+            train_log = self._guard(lambda: meta_train(method, task, normalize, run_dir / CHECKPOINT, self.show_progress))
             history += train_log.history
         base_seconds = self._fit_base(method, train_split, normalize)  # Method.fit_base, timed
         # Test episodes depend on the episode seed only: every training seed sees the same ones.
@@ -392,12 +390,8 @@ class Run:
             check_cache_folder(self.cache_dir)
             dataset = self.dataset().resident(self.device)
             check_pretrained_cache(self.pretrain_path(dataset))
-        return ensure_pretrained(
-            dataset, preset.backbone, preset.backbone_kwargs, preset.pretrain, self.preset_name,
-            cfg.seed, self.device, self.cache_dir / "pretrained",
-            EpisodeSpec(cfg.way, cfg.shot, cfg.query), show_progress=self.show_progress,
-            precision=self.precision,
-        )
+        return ensure_pretrained(self.pretrain_spec(dataset), self.cache_dir / "pretrained",
+                                 show_progress=self.show_progress)
 
     def dataset(self) -> FewShotDataset:
         """The run's dataset (decoded, or from the cache), loaded once per :class:`Run`."""
@@ -409,16 +403,17 @@ class Run:
 
     def pretrain_key(self, dataset: FewShotDataset) -> str:
         """The cache key of the pre-training this run needs, as ``ensure_pretrained`` names it."""
-        from fsbench.engine.pretrain import cache_key, probe_spec
-
-        cfg, preset = self.cfg, self.preset
-        probe = probe_spec(EpisodeSpec(cfg.way, cfg.shot, cfg.query), dataset.split("val"))
-        return cache_key(dataset, preset.backbone, preset.backbone_kwargs, preset.pretrain,
-                         self.preset_name, cfg.seed, probe, self.precision.dtype)
+        return self.pretrain_spec(dataset).key
 
     def pretrain_path(self, dataset: FewShotDataset) -> Path:
-        """The cache file of the pre-training this run needs (:meth:`pretrain_key`)."""
-        return self.cache_dir / "pretrained" / f"{self.pretrain_key(dataset)}.pt"
+        """The cache file of the pre-training this run needs, named as ``ensure_pretrained`` names it."""
+        return self.cache_dir / "pretrained" / f"{self.pretrain_spec(dataset).key}.pt"
+
+    def pretrain_spec(self, dataset: FewShotDataset) -> PretrainSpec:
+        """The pre-training this run's preset needs (its weights and cache key depend on it)."""
+        preset = self.preset
+        return PretrainSpec(dataset, preset.backbone, dict(preset.backbone_kwargs), preset.pretrain,
+                            self.preset_name, self.cfg.seed, self.cfg.way, self.precision, self.device)
 
     def _build(self, dataset: FewShotDataset, pretrained: dict[str, torch.Tensor] | None) -> Method:
         train = dataset.split("train")

@@ -189,8 +189,8 @@ def test_create_backbone_unknown_name():
 
 @pytest.mark.parametrize("preset,shot,dim", [("quick", 1, 64), ("quick", 5, 1600), ("paper", 1, 1600)])
 def test_protonet_quick_pools_in_one_shot_and_flattens_above(preset, shot, dim):
-    from fsbench.engine.precision import resolve_precision
     from fsbench.method import MethodContext
+    from fsbench.precision import resolve_precision
     from fsbench_plugins.protonet import PRESETS, ProtoNet
 
     p = PRESETS[preset]

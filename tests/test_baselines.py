@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import fsbench.engine.pretrain as pretrain
+import fsbench.engine.pretrain_loop as pretrain_loop
 from fsbench.config import RunConfig
 from fsbench.errors import ConfigError
 from fsbench.method import MethodContext
 from fsbench.plugins import default_registry
+from fsbench.precision import resolve_precision
 from fsbench.runner import run
 from fsbench_plugins.baselines import FINETUNE_PRESETS, SCRATCH_PRESETS, Finetune, Scratch
+from fsbench_plugins.mtl_protocol import PRETRAIN_PRESETS
 
 CPU = torch.device("cpu")
 
@@ -23,7 +25,7 @@ def make_ctx(preset, pretrained=None, way=5, image_shape=(3, 32, 32)) -> MethodC
     return MethodContext(
         preset=preset, backbone=preset.backbone, backbone_kwargs=dict(preset.backbone_kwargs),
         num_train_classes=64, image_shape=image_shape, device=CPU, seed=0, way=way, shot=1,
-        pretrained=pretrained,
+        precision=resolve_precision("fp32", CPU), pretrained=pretrained,
     )
 
 
@@ -49,7 +51,7 @@ def test_records_and_capabilities():
     for name in ("paper", "quick", "smoke"):
         # Same backbone as the pre-trained one finetune (and MTL) use, so the baselines compare.
         assert FINETUNE_PRESETS[name].backbone == SCRATCH_PRESETS[name].backbone
-        assert FINETUNE_PRESETS[name].pretrain == pretrain.PRETRAIN_PRESETS[name]
+        assert FINETUNE_PRESETS[name].pretrain == PRETRAIN_PRESETS[name]
 
 
 def test_finetune_end_to_end_above_chance(finetune_run):
@@ -65,7 +67,7 @@ def test_second_method_reuses_the_pretrained_backbone(finetune_run, cache, tmp_p
     def no_training(*args, **kwargs):
         raise AssertionError("pre-trained again instead of reusing the cache")
 
-    monkeypatch.setattr(pretrain, "_train", no_training)
+    monkeypatch.setattr(pretrain_loop, "train", no_training)
     again = run(RunConfig(method="finetune", preset="smoke", episodes=100, output=tmp_path, cache_dir=cache),
                 show_progress=False)
     assert again.summary["pretrain_seconds"] == 0.0
@@ -160,7 +162,7 @@ def test_scratch_second_order_reaches_the_support_features():
     method = Scratch(make_ctx(SCRATCH_PRESETS["smoke"]))
     support = torch.randn(1, 5, 8, requires_grad=True)
     query = torch.randn(1, 10, 8)
-    from fsbench.engine.heads import fit_linear_heads, linear_logits
+    from fsbench.learners.linear import fit_linear_heads, linear_logits
 
     hp = method.hp
     w, b = fit_linear_heads(support, torch.arange(5)[None], 5, hp.train_steps, hp.inner_lr,

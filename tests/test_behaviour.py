@@ -14,10 +14,11 @@ from fsbench.data import load_dataset
 from fsbench.data.base import Normalizer
 from fsbench.engine import episodic
 from fsbench.engine.evaluate import episode_accuracy, evaluate_episodes
-from fsbench.engine.pretrain import ensure_pretrained
-from fsbench.engine.prototypes import neg_sq_euclidean, prototypes
+from fsbench.engine.pretrain import PretrainSpec, ensure_pretrained
 from fsbench.episodes import EpisodeSampler, EpisodeSpec
+from fsbench.learners.prototypes import neg_sq_euclidean, prototypes
 from fsbench.method import MethodContext
+from fsbench.precision import resolve_precision
 from fsbench_plugins.protonet import PRESETS, ProtoNet
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "miniimagenet"
@@ -35,7 +36,7 @@ def protonet(data, overrides=None) -> ProtoNet:
     return ProtoNet(MethodContext(
         preset=preset, backbone=preset.backbone, backbone_kwargs=dict(preset.backbone_kwargs),
         num_train_classes=train.num_classes, image_shape=train.image_shape, device="cpu",
-        seed=0, way=5, shot=2))
+        seed=0, way=5, shot=2, precision=resolve_precision("fp32", "cpu")))
 
 
 # -- ProtoNets ------------------------------------------------------------------------------------
@@ -110,10 +111,11 @@ def test_meta_train_restores_the_best_validation_state(synthetic, monkeypatch):
         return torch.full((4,), next(scripted), dtype=torch.float64)
 
     monkeypatch.setattr(episodic, "evaluate_episodes", scripted_validation)
-    log = episodic.meta_train(
-        method, "synthetic", synthetic.split("train"), synthetic.split("val"), EpisodeSpec(5, 1, 5),
-        method.ctx.preset.episodic, HardTaskConfig(), Normalizer(synthetic.mean, synthetic.std, "cpu"),
-        0, show_progress=False)
+    task = episodic.MetaTrainSpec("synthetic", synthetic.split("train"), synthetic.split("val"),
+                                  EpisodeSpec(5, 1, 5), method.ctx.preset.episodic, HardTaskConfig(),
+                                  seed=0, episode_seed=0)
+    log = episodic.meta_train(method, task, Normalizer(synthetic.mean, synthetic.std, "cpu"),
+                              show_progress=False)
     assert log.best_iteration == 4 and log.best_accuracy == pytest.approx(90.0)
     final = method.state_dict()
     assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
@@ -125,9 +127,9 @@ def test_meta_train_restores_the_best_validation_state(synthetic, monkeypatch):
 def test_pretraining_lifts_the_val_probe_well_above_chance(tmp_path):
     easy = load_dataset("synthetic_easy", progress=False)
     cfg = PretrainConfig(epochs=3, batch_size=64, lr=0.05, images_per_epoch=640, val_episodes=100)
-    result = ensure_pretrained(easy, "conv4", {"width": 16}, cfg, "test", 0, torch.device("cpu"),
-                               tmp_path, EpisodeSpec(5, 1, 15), show_progress=False,
-                               precision="fp32")
+    spec = PretrainSpec(easy, "conv4", {"width": 16}, cfg, "test", 0, 5, resolve_precision("fp32", "cpu"),
+                        torch.device("cpu"))
+    result = ensure_pretrained(spec, tmp_path, show_progress=False)
     first = result.history[0]["val_accuracy"]
     assert result.best_accuracy >= 35.0, result.history  # 5-way: chance is 20%
     assert result.best_accuracy > first or first >= 35.0

@@ -96,7 +96,7 @@ def test_smoke_run_writes_run_directory(capsys, tmp_path):
     episodic = PRESETS["smoke"].episodic
     assert summary["meta_train_episodes"] == episodic.iterations * episodic.meta_batch
     # --precision auto (the default): bf16 on a CPU with native bf16, fp32 elsewhere.
-    from fsbench.engine.precision import resolve_precision
+    from fsbench.precision import resolve_precision
 
     expected = resolve_precision("auto", "cpu").label
     assert summary["meta_train_episodes_per_s"] > 0 and summary["precision"] == expected

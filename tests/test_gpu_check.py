@@ -13,7 +13,7 @@ from pathlib import Path
 
 from datagen import write_miniimagenet_folders
 
-from fsbench.engine.precision import resolve_precision
+from fsbench.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"

@@ -318,8 +318,9 @@ def _meta_train_protonet(mode: str, iterations: int = 6, every: int = 2, val_eve
     from fsbench.config import resolve_preset
     from fsbench.data import load_dataset
     from fsbench.data.base import Normalizer
-    from fsbench.engine.episodic import meta_train
+    from fsbench.engine.episodic import MetaTrainSpec, meta_train
     from fsbench.method import MethodContext
+    from fsbench.precision import resolve_precision
     from fsbench_plugins.protonet import PRESETS, ProtoNet
 
     preset = resolve_preset(PRESETS["smoke"], {
@@ -331,11 +332,12 @@ def _meta_train_protonet(mode: str, iterations: int = 6, every: int = 2, val_eve
     method = ProtoNet(MethodContext(
         preset=preset, backbone=preset.backbone, backbone_kwargs=dict(preset.backbone_kwargs),
         num_train_classes=train.num_classes, image_shape=train.image_shape, device="cpu", seed=0,
-        way=5, shot=1))
+        way=5, shot=1, precision=resolve_precision("fp32", "cpu")))
     hard = HardTaskConfig(enabled=True, every=every, mode=mode)
-    log = meta_train(method, data.name, train, data.split("val"), EpisodeSpec(5, 1, 5),
-                     preset.episodic, hard, Normalizer(data.mean, data.std, "cpu"), 0,
-                     checkpoint=checkpoint, show_progress=False)
+    task = MetaTrainSpec(data.name, train, data.split("val"), EpisodeSpec(5, 1, 5), preset.episodic, hard,
+                         seed=0, episode_seed=0)
+    log = meta_train(method, task, Normalizer(data.mean, data.std, "cpu"), checkpoint=checkpoint,
+                     show_progress=False)
     return method, log
 
 

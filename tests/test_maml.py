@@ -19,6 +19,7 @@ from fsbench.engine.evaluate import evaluate_episodes
 from fsbench.episodes import EpisodeSampler, EpisodeSpec
 from fsbench.errors import ConfigError
 from fsbench.method import MethodContext
+from fsbench.precision import resolve_precision
 from fsbench.runner import run
 from fsbench_plugins.maml import MAML, PRESETS, MAMLHparams, PrimitiveNorms, build_learner
 
@@ -40,7 +41,8 @@ def make_maml(
                           episodic=EpisodicConfig(meta_batch=3))
     ctx = MethodContext(preset=preset, backbone=backbone, backbone_kwargs=kwargs,
                         num_train_classes=8, image_shape=(3, image_size, image_size),
-                        device=torch.device("cpu"), seed=0, way=way, shot=SHOT)
+                        device=torch.device("cpu"), seed=0, way=way, shot=SHOT,
+                        precision=resolve_precision("fp32", "cpu"))
     torch.manual_seed(0)
     return MAML(ctx).to(dtype)
 
@@ -274,7 +276,8 @@ def test_paper_learner_is_conv4_32_with_flattened_5x5_map():
         0.01, 5, 10, 1e-3, False)
     ctx = MethodContext(preset=preset, backbone=preset.backbone,
                         backbone_kwargs=dict(preset.backbone_kwargs), num_train_classes=64,
-                        image_shape=(3, 84, 84), device=torch.device("cpu"), seed=0, way=5, shot=1)
+                        image_shape=(3, 84, 84), device=torch.device("cpu"), seed=0, way=5, shot=1,
+                        precision=resolve_precision("fp32", "cpu"))
     model = build_learner(ctx)
     assert model.num_features == 32 * 5 * 5 and model.fc.out_features == 5
     assert model(torch.randn(2, 3, 84, 84)).shape == (2, 5)

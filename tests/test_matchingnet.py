@@ -12,6 +12,7 @@ from smoke_resume import assert_smoke_learns_and_resumes, assert_training_state_
 from fsbench.config import EpisodicConfig, MethodPreset
 from fsbench.errors import ConfigError
 from fsbench.method import MethodContext
+from fsbench.precision import resolve_precision
 from fsbench_plugins.matchingnet import MatchingNet, MatchingNetHparams, attention_readout
 
 WAY = 5
@@ -23,7 +24,8 @@ def make(hp: MatchingNetHparams | None = None, width: int = 8) -> MatchingNet:
     preset = MethodPreset(backbone="conv4", backbone_kwargs=kwargs, hparams=hp or MatchingNetHparams(lr=1e-3),
                           episodic=EpisodicConfig())
     ctx = MethodContext(preset=preset, backbone="conv4", backbone_kwargs=kwargs, num_train_classes=10,
-                        image_shape=(3, 16, 16), device=torch.device("cpu"), seed=0, way=WAY, shot=1)
+                        image_shape=(3, 16, 16), device=torch.device("cpu"), seed=0, way=WAY, shot=1,
+                        precision=resolve_precision("fp32", "cpu"))
     return MatchingNet(ctx)
 
 

@@ -14,6 +14,7 @@ from smoke_resume import assert_smoke_learns_and_resumes, assert_training_state_
 from fsbench.config import EpisodicConfig, MethodPreset
 from fsbench.errors import ConfigError
 from fsbench.method import MethodContext
+from fsbench.precision import resolve_precision
 from fsbench_plugins.meta_lstm import MetaLSTM, MetaLSTMHparams, preprocess
 
 WAY = 5
@@ -25,7 +26,8 @@ def make(hp: MetaLSTMHparams | None = None, shot: int = 1) -> MetaLSTM:
     preset = MethodPreset(backbone="conv4", backbone_kwargs=kwargs, hparams=hp or MetaLSTMHparams(epochs=2),
                           episodic=EpisodicConfig(grad_clip=0.25))
     ctx = MethodContext(preset=preset, backbone="conv4", backbone_kwargs=kwargs, num_train_classes=10,
-                        image_shape=(3, 16, 16), device=torch.device("cpu"), seed=0, way=WAY, shot=shot)
+                        image_shape=(3, 16, 16), device=torch.device("cpu"), seed=0, way=WAY, shot=shot,
+                        precision=resolve_precision("fp32", "cpu"))
     return MetaLSTM(ctx)
 
 

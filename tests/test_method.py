@@ -10,12 +10,14 @@ from torch import nn
 
 from fsbench.config import MethodPreset
 from fsbench.method import Method, MethodContext
+from fsbench.precision import resolve_precision
 
 
 def _ctx() -> MethodContext:
     return MethodContext(preset=MethodPreset(backbone="conv4", hparams=None), backbone="conv4",
                          backbone_kwargs={}, num_train_classes=4, image_shape=(3, 8, 8),
-                         device=torch.device("cpu"), seed=0, way=2, shot=1)
+                         device=torch.device("cpu"), seed=0, way=2, shot=1,
+                         precision=resolve_precision("fp32", "cpu"))
 
 
 class Tiny(Method):

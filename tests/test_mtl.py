@@ -16,6 +16,7 @@ from fsbench.checkpoints import atomic_torch_save, safe_torch_load
 from fsbench.config import EpisodicConfig, MethodPreset, RunConfig
 from fsbench.errors import ConfigError
 from fsbench.method import MethodContext
+from fsbench.precision import resolve_precision
 from fsbench_plugins.mtl import MTL, PRESETS, MTLHparams
 from fsbench_plugins.mtl.scaleshift import SSConv2d, scale_shift_parameters
 
@@ -43,6 +44,7 @@ def make_mtl(hp: MTLHparams | None = None, state=None, name: str = BACKBONE, kwa
                           episodic=EpisodicConfig())
     ctx = MethodContext(preset=preset, backbone=name, backbone_kwargs=kwargs, num_train_classes=10,
                         image_shape=(3, 16, 16), device=torch.device("cpu"), seed=0, way=WAY, shot=1,
+                        precision=resolve_precision("fp32", "cpu"),
                         pretrained=state if state is not None else pretrained_state(name, kwargs))
     return MTL(ctx)
 
@@ -73,7 +75,8 @@ def test_missing_pretrained_weights_is_an_error():
     with pytest.raises(ConfigError, match="pre-trained"):
         make_mtl(state={})
     preset = MethodPreset(backbone=BACKBONE, backbone_kwargs=KWARGS, hparams=MTLHparams())
-    ctx = MethodContext(preset, BACKBONE, KWARGS, 10, (3, 16, 16), torch.device("cpu"), 0, WAY, 1, None)
+    ctx = MethodContext(preset, BACKBONE, KWARGS, 10, (3, 16, 16), torch.device("cpu"), 0, WAY, 1,
+                        resolve_precision("fp32", "cpu"), None)
     with pytest.raises(ConfigError, match="pre-trained"):
         MTL(ctx)
 
@@ -202,7 +205,7 @@ def test_feature_norm_rescales_the_features():
 
 
 def test_presets_share_the_pretraining_of_their_name():
-    from fsbench.engine.pretrain import PRETRAIN_BACKBONES, PRETRAIN_PRESETS
+    from fsbench_plugins.mtl_protocol import PRETRAIN_BACKBONES, PRETRAIN_PRESETS
 
     for name, preset in PRESETS.items():
         assert preset.pretrain == PRETRAIN_PRESETS[name]
@@ -260,7 +263,7 @@ def test_before_meta_training_mtl_with_finetunes_base_learner_is_finetune():
     preset = MethodPreset(backbone=BACKBONE, backbone_kwargs=dict(KWARGS), hparams=ft_hp)
     ctx = MethodContext(preset=preset, backbone=BACKBONE, backbone_kwargs=dict(KWARGS), num_train_classes=10,
                         image_shape=(3, 16, 16), device=torch.device("cpu"), seed=0, way=WAY, shot=1,
-                        pretrained=state)
+                        precision=resolve_precision("fp32", "cpu"), pretrained=state)
     finetune = Finetune(ctx).eval()
     support, sy, query, _ = tasks(t=3, shot=2, query=4, seed=5)
     with torch.no_grad():

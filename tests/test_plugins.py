@@ -39,7 +39,7 @@ EXTERNAL = """
         def embed(self, images):
             return images.flatten(1)
         def classify(self, support, support_y, query, way):
-            from fsbench.engine.prototypes import nearest_centroid_logits
+            from fsbench.learners.prototypes import nearest_centroid_logits
             return nearest_centroid_logits(support, support_y, query, way)
 
     PRESETS = {p: MethodPreset(backbone="none", hparams=Hp()) for p in ("paper", "quick", "smoke")}

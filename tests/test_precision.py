@@ -1,4 +1,4 @@
-"""The precision policy (fsbench.engine.precision): resolution, the one forward path every method
+"""The precision policy (fsbench.precision): resolution, the one forward path every method
 takes, float32 losses, bit-exact reproduction in bf16, channels_last, and fp32 = the old path."""
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-import fsbench.engine.precision as precision_mod
+import fsbench.precision as precision_mod
 from fsbench.backbones import create_backbone
 from fsbench.config import EpisodicConfig, MethodPreset, RunConfig
-from fsbench.engine.precision import Precision, cpu_supports_bf16, resolve_precision
-from fsbench.engine.pretrain import cache_key, probe_spec
-from fsbench.episodes import EpisodeSpec
+from fsbench.engine.pretrain import PretrainSpec, cache_key
 from fsbench.errors import ConfigError
 from fsbench.method import MethodContext
+from fsbench.precision import Precision, cpu_supports_bf16, resolve_precision
 from fsbench.runner import Run, run
 
 CPU = torch.device("cpu")
@@ -64,9 +63,14 @@ def test_unknown_precision_is_a_config_error():
         RunConfig(method="protonet", precision="half").validate()
 
 
-def test_context_without_precision_keeps_the_old_behaviour():
-    ctx = MethodContext(MethodPreset(backbone="conv4", hparams=None), "conv4", {}, 10, (3, 16, 16), CPU, 0, 5, 1)
-    assert ctx.precision == resolve_precision("fp32", "cpu") and ctx.amp_dtype is None
+def test_a_method_context_needs_a_resolved_precision():
+    """One default: the runner resolves --precision; a context has no fallback of its own."""
+    with pytest.raises(TypeError, match="precision"):
+        MethodContext(MethodPreset(backbone="conv4", hparams=None), "conv4", {}, 10, (3, 16, 16), CPU, 0, 5, 1)
+    prec = resolve_precision("fp32", "cpu")
+    ctx = MethodContext(MethodPreset(backbone="conv4", hparams=None), "conv4", {}, 10, (3, 16, 16), CPU, 0, 5, 1,
+                        prec)
+    assert ctx.precision is prec and not hasattr(ctx, "autocast")  # one door: ctx.precision.autocast()
 
 
 # -- one forward path, float32 where losses are computed -------------------------------------------
@@ -188,9 +192,11 @@ def test_pretrain_cache_key_depends_on_precision_and_fp32_keeps_its_key():
     from fsbench.data import load_dataset
 
     dataset = load_dataset("synthetic", None, None, False)
-    spec = probe_spec(EpisodeSpec(5, 1, 15), dataset.split("val"))
-    args = (dataset, "conv4", {}, PretrainConfig(), "smoke", 0, spec)
-    assert cache_key(*args) == cache_key(*args, "fp32") != cache_key(*args, "bf16")
+    fp32, bf16 = Precision("fp32", "cpu", False, "fp32"), Precision("bf16", "cpu", True, "auto")
+    spec = PretrainSpec(dataset, "conv4", {}, PretrainConfig(), "smoke", 0, 5, fp32, CPU)
+    assert cache_key(spec) != cache_key(replace(spec, precision=bf16))
+    assert "precision" not in str(spec.key)  # fp32 keys are those from before the precision policy
+    assert cache_key(replace(spec, precision=replace(fp32, requested="auto"))) == cache_key(spec)
 
 
 # -- whole runs ------------------------------------------------------------------------------------
@@ -248,7 +254,7 @@ def test_maml_bf16_loop_computes_the_same_meta_gradient_as_the_reference():
         hp = MAMLHparams(inner_steps=2, test_inner_steps=3, inner_lr=0.1, batched=False)
         kw = {"width": 4}
         ctx = MethodContext(MethodPreset("conv4", hp, kw, episodic=EpisodicConfig()), "conv4", kw, 8,
-                            (3, 16, 16), CPU, 0, 5, 1, precision=prec)
+                            (3, 16, 16), CPU, 0, 5, 1, prec)
         torch.manual_seed(0)
         return MAML(ctx).double()
 

@@ -16,12 +16,14 @@ import pytest
 import torch
 
 import fsbench.engine.pretrain as pretrain
+import fsbench.engine.pretrain_loop as pretrain_loop
 from fsbench.config import PretrainConfig
 from fsbench.data import load_dataset
 from fsbench.engine.augment import CropFlip, random_resized_crop_flip
-from fsbench.engine.pretrain import ensure_pretrained
+from fsbench.engine.pretrain import PretrainSpec, ensure_pretrained
 from fsbench.episodes import EpisodeSpec
 from fsbench.errors import DivergenceError
+from fsbench.precision import resolve_precision
 
 CPU = torch.device("cpu")
 SPEC = EpisodeSpec(5, 1, 15)
@@ -35,9 +37,15 @@ def synthetic():
     return load_dataset("synthetic")
 
 
+PRECISION = resolve_precision("auto", CPU)
+
+
+def spec_for(dataset, cfg: PretrainConfig = CFG, seed: int = 0, preset: str = "smoke") -> PretrainSpec:
+    return PretrainSpec(dataset, BACKBONE, KWARGS, cfg, preset, seed, SPEC.way, PRECISION, CPU)
+
+
 def pretrain_in(dataset, cache: Path, cfg: PretrainConfig = CFG, seed: int = 0, **kw):
-    return ensure_pretrained(dataset, BACKBONE, KWARGS, cfg, "smoke", seed, CPU, cache, SPEC,
-                             show_progress=False, **kw)
+    return ensure_pretrained(spec_for(dataset, cfg, seed), cache, show_progress=False, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -101,23 +109,25 @@ KILL_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     import torch
     import fsbench.engine.pretrain as pretrain
+    import fsbench.engine.pretrain_loop as pretrain_loop
     from fsbench.config import PretrainConfig
     from fsbench.data import load_dataset
-    from fsbench.episodes import EpisodeSpec
+    from fsbench.precision import resolve_precision
 
     cache, threads, pause, cfg = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
     torch.set_num_threads(threads)
-    real_save = pretrain.atomic_torch_save
+    real_save = pretrain_loop.atomic_torch_save
 
     def slow_save(obj, path):  # leave time to be killed once a checkpoint is on disk
         real_save(obj, path)
         if "epoch" in obj:
             time.sleep(pause)
 
-    pretrain.atomic_torch_save = slow_save
-    pretrain.ensure_pretrained(load_dataset("synthetic"), "conv4", {"width": 8}, PretrainConfig(**cfg),
-                               "smoke", 0, torch.device("cpu"), Path(cache), EpisodeSpec(5, 1, 15),
-                               show_progress=False)
+    pretrain_loop.atomic_torch_save = slow_save
+    cpu = torch.device("cpu")
+    spec = pretrain.PretrainSpec(load_dataset("synthetic"), "conv4", {"width": 8}, PretrainConfig(**cfg),
+                                 "smoke", 0, 5, resolve_precision("auto", cpu), cpu)
+    pretrain.ensure_pretrained(spec, Path(cache), show_progress=False)
 """)
 
 
@@ -162,7 +172,7 @@ def test_sigkilled_pretraining_resumes_bit_identical(synthetic, reference, tmp_p
 
 def test_exception_mid_epoch_then_resume_is_bit_identical(synthetic, reference, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = pretrain.random_resized_crop_flip
+    real = pretrain_loop.random_resized_crop_flip
 
     def failing(*args):
         calls["n"] += 1
@@ -170,19 +180,19 @@ def test_exception_mid_epoch_then_resume_is_bit_identical(synthetic, reference, 
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(pretrain, "random_resized_crop_flip", failing)
+    monkeypatch.setattr(pretrain_loop, "random_resized_crop_flip", failing)
     with pytest.raises(KeyboardInterrupt):
         pretrain_in(synthetic, tmp_path)
     checkpoint = tmp_path / reference.path.name.replace(".pt", ".ckpt.pt")
     assert pretrain.safe_torch_load(checkpoint)["epoch"] == 2
-    monkeypatch.setattr(pretrain, "random_resized_crop_flip", real)
+    monkeypatch.setattr(pretrain_loop, "random_resized_crop_flip", real)
 
     resumed = pretrain_in(synthetic, tmp_path)
     assert_same_result(resumed, reference)
 
 
 def test_resume_false_starts_over(synthetic, reference, tmp_path, monkeypatch):
-    real = pretrain.random_resized_crop_flip
+    real = pretrain_loop.random_resized_crop_flip
     calls = {"n": 0}
 
     def failing(*args):
@@ -191,7 +201,7 @@ def test_resume_false_starts_over(synthetic, reference, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(pretrain, "random_resized_crop_flip", failing)
+    monkeypatch.setattr(pretrain_loop, "random_resized_crop_flip", failing)
     with pytest.raises(KeyboardInterrupt):
         pretrain_in(synthetic, tmp_path)
     calls["n"] = -1000
@@ -206,17 +216,16 @@ def test_second_call_reuses_the_cache(synthetic, reference, monkeypatch, capsys)
     def no_training(*args, **kwargs):
         raise AssertionError("trained again instead of reusing the cache")
 
-    monkeypatch.setattr(pretrain, "_train", no_training)
+    monkeypatch.setattr(pretrain_loop, "train", no_training)
     again = pretrain_in(synthetic, reference.path.parent)
     assert again.cached and again.seconds == 0.0
     assert again.path == reference.path
     for name, tensor in reference.state.items():
         assert torch.equal(again.state[name], tensor)
     assert "reusing pre-trained backbone" in capsys.readouterr().err.replace("\n", "")
-    # A 5-shot run probes the same way and reuses it too; another seed or schedule does not.
-    five_shot = ensure_pretrained(synthetic, BACKBONE, KWARGS, CFG, "smoke", 0, CPU, reference.path.parent,
-                                  EpisodeSpec(5, 5, 10), show_progress=False)
-    assert five_shot.cached
+    # The probe is 1-shot whatever the run's shot (a 5-shot run reuses it); another seed or
+    # schedule trains again.
+    assert spec_for(synthetic).probe == EpisodeSpec(5, 1, 15)
     with pytest.raises(AssertionError, match="trained again"):
         pretrain_in(synthetic, reference.path.parent, seed=1)
     with pytest.raises(AssertionError, match="trained again"):
@@ -232,7 +241,7 @@ def test_waits_for_another_process_then_reuses(synthetic, reference, tmp_path, m
         def no_training(*args, **kwargs):
             raise AssertionError("trained while another process held the lock")
 
-        monkeypatch.setattr(pretrain, "_train", no_training)
+        monkeypatch.setattr(pretrain_loop, "train", no_training)
         result = pretrain_in(synthetic, tmp_path)  # blocks on the lock until the other is done
     finally:
         proc.wait(timeout=300)
@@ -283,12 +292,13 @@ def test_bad_schedule_is_a_config_error(synthetic, tmp_path):
 
 def test_shared_presets_cover_every_preset():
     from fsbench.config import PRESETS
+    from fsbench_plugins.mtl_protocol import PRETRAIN_BACKBONES, PRETRAIN_PRESETS
 
-    assert set(pretrain.PRETRAIN_PRESETS) == set(PRESETS) == set(pretrain.PRETRAIN_BACKBONES)
+    assert set(PRETRAIN_PRESETS) == set(PRESETS) == set(PRETRAIN_BACKBONES)
 
 
 def test_paper_and_official_pytorch_schedules():
-    from fsbench.engine.pretrain import _lr_factor
+    from fsbench.engine.pretrain_loop import _lr_factor
 
     halve = _lr_factor(PretrainConfig(epochs=10, lr=1e-3, schedule="halve", halve_every=5,
                                       lr_min=1e-4), total_steps=100)
@@ -305,5 +315,4 @@ def test_adam_flip_only_mlp_head_pretraining_runs_and_keys_apart(synthetic, tmp_
                   head_hidden=32, epochs=2)
     result = pretrain_in(synthetic, tmp_path, cfg=cfg)
     assert result.best_accuracy > 0 and not any(k.startswith(("fc.", "head")) for k in result.state)
-    assert pretrain.cache_key(synthetic, "conv4", {"width": 8}, cfg, "test", 0, EpisodeSpec(5, 1, 5)) != \
-        pretrain.cache_key(synthetic, "conv4", {"width": 8}, CFG, "test", 0, EpisodeSpec(5, 1, 5))
+    assert pretrain.cache_key(spec_for(synthetic, cfg)) != pretrain.cache_key(spec_for(synthetic))

@@ -9,17 +9,20 @@ import pytest
 import torch
 
 import fsbench.engine.pretrain as pretrain
+import fsbench.engine.pretrain_loop as pretrain_loop
 from fsbench.backbones import create_backbone, feature_dim
 from fsbench.checkpoints import atomic_torch_save, safe_torch_load
 from fsbench.config import PretrainConfig
 from fsbench.data import load_dataset
 from fsbench.engine.heads import pretrain_head
-from fsbench.engine.pretrain import ensure_pretrained
-from fsbench.episodes import EpisodeSpec, derive_seed
+from fsbench.engine.pretrain import PretrainSpec, ensure_pretrained
+from fsbench.episodes import derive_seed
 from fsbench.errors import ConfigError
+from fsbench.precision import resolve_precision
+from fsbench_plugins.mtl_protocol import PRETRAIN_BACKBONES, PRETRAIN_PRESETS
 
 CPU = torch.device("cpu")
-SPEC = EpisodeSpec(5, 1, 15)
+FP32 = resolve_precision("fp32", CPU)
 CFG = PretrainConfig(epochs=2, batch_size=32, lr=0.05, images_per_epoch=96, val_episodes=8)
 
 
@@ -28,9 +31,13 @@ def synthetic():
     return load_dataset("synthetic")
 
 
+def spec_for(dataset, cfg: PretrainConfig, backbone="conv4", kwargs=None, preset="smoke") -> PretrainSpec:
+    kwargs = {"width": 8} if kwargs is None else kwargs
+    return PretrainSpec(dataset, backbone, kwargs, cfg, preset, 0, 5, FP32, CPU)
+
+
 def pretrain_in(dataset, cache, cfg: PretrainConfig):
-    return ensure_pretrained(dataset, "conv4", {"width": 8}, cfg, "smoke", 0, CPU, cache, SPEC,
-                             show_progress=False, precision="fp32")
+    return ensure_pretrained(spec_for(dataset, cfg), cache, show_progress=False)
 
 
 def test_cache_keys_of_the_linear_head_without_distillation_are_unchanged(synthetic):
@@ -39,8 +46,8 @@ def test_cache_keys_of_the_linear_head_without_distillation_are_unchanged(synthe
     before = {"paper": "266291cdaa", "quick": "ae94582cfc", "smoke": "a94015f153",
               "official_pytorch": "ac6994e1ff"}
     for name, digest in before.items():
-        backbone, kwargs = pretrain.PRETRAIN_BACKBONES[name]
-        key = pretrain.cache_key(synthetic, backbone, kwargs, pretrain.PRETRAIN_PRESETS[name], name, 0, SPEC)
+        backbone, kwargs = PRETRAIN_BACKBONES[name]
+        key = pretrain.cache_key(spec_for(synthetic, PRETRAIN_PRESETS[name], backbone, kwargs, name))
         assert key.endswith(digest), name
 
 
@@ -58,20 +65,20 @@ def test_cosine_head_learns_its_scale_and_is_its_own_cache_entry(synthetic, tmp_
     moved = (result.head["gain"] - init.gain.detach()).abs()
     assert (moved > 0).all() and moved.max() > 1e-2
     assert result.best_accuracy > 100 / 5
-    linear = pretrain.cache_key(synthetic, "conv4", {"width": 8}, CFG, "smoke", 0, SPEC)
+    linear = pretrain.cache_key(spec_for(synthetic, CFG))
     assert result.path.stem != linear
     assert safe_torch_load(result.path)["head"].keys() == result.head.keys()  # kept for teachers
 
 
 def test_a_distilled_generation_learns_from_the_previous_one(synthetic, tmp_path, monkeypatch):
     calls = []
-    real = pretrain.distillation_loss
+    real = pretrain_loop.distillation_loss
 
     def recording(student, teacher, temperature):
         calls.append((student.shape, teacher.shape, temperature, teacher.requires_grad))
         return real(student, teacher, temperature)
 
-    monkeypatch.setattr(pretrain, "distillation_loss", recording)
+    monkeypatch.setattr(pretrain_loop, "distillation_loss", recording)
     gen1 = pretrain_in(synthetic, tmp_path, replace(CFG, distill_generations=1))
     gen0 = pretrain_in(synthetic, tmp_path, CFG)  # trained on the way, now cached
     assert gen0.cached and not gen1.cached and len(list(tmp_path.glob("*.pt"))) == 2
@@ -84,13 +91,13 @@ def test_a_distilled_generation_learns_from_the_previous_one(synthetic, tmp_path
     assert gen1.seconds > 0
 
     trained = []
-    real_train = pretrain._train
+    real_train = pretrain_loop.train
 
-    def counting(setup, *args, **kwargs):
-        trained.append(setup.teacher.path)
-        return real_train(setup, *args, **kwargs)
+    def counting(job, *args, **kwargs):
+        trained.append(job.teacher.path)
+        return real_train(job, *args, **kwargs)
 
-    monkeypatch.setattr(pretrain, "_train", counting)
+    monkeypatch.setattr(pretrain_loop, "train", counting)
     pretrain_in(synthetic, tmp_path, replace(CFG, distill_generations=2))
     assert trained == [gen1.path]  # generation 2 only, taught by the cached generation 1
 

@@ -13,14 +13,15 @@ import torch.nn.functional as F
 from fsbench.backbones import create_backbone
 from fsbench.config import RunConfig
 from fsbench.data.base import Normalizer, Split
-from fsbench.engine.heads import cosine_head_logits
-from fsbench.engine.pretrain import PRETRAIN_BACKBONES, PRETRAIN_PRESETS
-from fsbench.engine.prototypes import nearest_centroid_logits
 from fsbench.errors import ConfigError
+from fsbench.learners.cosine import cosine_head_logits
+from fsbench.learners.prototypes import nearest_centroid_logits
 from fsbench.method import MethodContext
 from fsbench.paper import BEYOND_PAPER, paper_accuracy
 from fsbench.plugins import default_registry
+from fsbench.precision import resolve_precision
 from fsbench.runner import run
+from fsbench_plugins.mtl_protocol import PRETRAIN_BACKBONES, PRETRAIN_PRESETS
 from fsbench_plugins.simple_baselines import (
     BASELINEPP_PRESETS,
     META_BASELINE_PRESETS,
@@ -47,7 +48,7 @@ def make(cls, presets, name: str = "smoke", **hparams):
     ctx = MethodContext(preset=preset, backbone=preset.backbone,
                         backbone_kwargs=dict(preset.backbone_kwargs), num_train_classes=64,
                         image_shape=(3, 32, 32), device="cpu", seed=0, way=5, shot=1,
-                        pretrained=state)
+                        precision=resolve_precision("fp32", "cpu"), pretrained=state)
     return cls(ctx)
 
 

@@ -13,9 +13,10 @@ from smoke_resume import assert_smoke_learns_and_resumes
 
 from fsbench.checkpoints import atomic_torch_save, safe_torch_load
 from fsbench.config import EpisodicConfig, MethodPreset
-from fsbench.engine.prototypes import nearest_centroid_logits
 from fsbench.errors import ConfigError
+from fsbench.learners.prototypes import nearest_centroid_logits
 from fsbench.method import MethodContext
+from fsbench.precision import resolve_precision
 from fsbench_plugins.tadam import TADAM, TADAMHparams, film_layers
 
 WAY, CLASSES = 5, 12
@@ -27,7 +28,8 @@ def make(hp: TADAMHparams | None = None, backbone: str = "conv4", kwargs: dict |
     hp = hp or TADAMHparams(optimizer="adam", lr=1e-2, weight_decay=0.0, lr_decay_every=0)
     preset = MethodPreset(backbone=backbone, backbone_kwargs=kwargs, hparams=hp, episodic=EpisodicConfig())
     ctx = MethodContext(preset=preset, backbone=backbone, backbone_kwargs=kwargs, num_train_classes=CLASSES,
-                        image_shape=(3, 16, 16), device=torch.device("cpu"), seed=0, way=WAY, shot=1)
+                        image_shape=(3, 16, 16), device=torch.device("cpu"), seed=0, way=WAY, shot=1,
+                        precision=resolve_precision("fp32", "cpu"))
     return TADAM(ctx)
 
 

@@ -19,7 +19,8 @@ from fsbench.errors import FsbenchError
 from . import conv4 as _conv4  # noqa: F401  (registers conv4, conv4_32)
 from . import resnet12 as _resnet12  # noqa: F401  (registers resnet12, resnet12_mtl, resnet12_tiny)
 from . import resnet_mtl_pytorch as _resnet_mtl_pytorch  # noqa: F401  (registers resnet25_mtl)
-from .conv4 import Conv4, FewShotBackbone
+from .base import FewShotBackbone
+from .conv4 import Conv4
 from .resnet12 import ResNet12
 
 __all__ = [

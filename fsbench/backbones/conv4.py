@@ -13,10 +13,9 @@ The original ProtoNets embedding instead *flattens* the 5x5 map it gets at 84x84
 width 64); ``pool="flatten"`` reproduces that, but it is only valid at the ``img_size`` given at
 construction time (the feature size depends on it) and raises a ``ValueError`` otherwise.
 
-The head (pooling, optional dropout, optional linear classifier) lives in :class:`FewShotBackbone`,
-which the ResNet-12 in this package shares, so that both behave like timm models:
-``forward_features`` returns the feature map, ``forward_head(x, pre_logits=False)`` pools (and
-classifies when ``num_classes > 0``), ``reset_classifier`` swaps the classifier.
+The head (pooling, optional dropout, optional linear classifier) lives in
+:class:`~fsbench.backbones.base.FewShotBackbone`, which every backbone of this package shares, so
+that they behave like timm models.
 """
 
 from __future__ import annotations
@@ -26,122 +25,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
-__all__ = ["FewShotBackbone", "ConvBlock", "Conv4"]
+from .base import FewShotBackbone, build_fewshot, fewshot_cfg, init_conv_bn
 
-_POOL_TYPES = ("avg", "flatten")
-
-
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    h, w = tuple(size)[-2:]
-    return int(h), int(w)
-
-
-def init_conv_bn(model: nn.Module) -> None:
-    """Kaiming-normal (fan out, ReLU) convolutions, BatchNorm scale 1 and bias 0."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-class FewShotBackbone(nn.Module):
-    """Shared timm-style head for the few-shot backbones of this package.
-
-    Subclasses build their layers, set ``self.out_chs`` (channels of the final feature map) and
-    ``self.num_pools`` (number of stride-2 max-pools, each flooring the size), implement
-    ``forward_features`` and then call :meth:`_init_head`.
-    """
-
-    out_chs: int
-    num_pools: int
-
-    def _init_head(
-        self,
-        num_classes: int,
-        pool: str,
-        drop_rate: float,
-        img_size: int | Sequence[int],
-    ) -> None:
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        self.img_size = _pair(img_size)
-        self._set_pool(pool)
-        self.fc: nn.Module = self._make_fc(num_classes)
-
-    def _flat_map_size(self) -> tuple[int, int]:
-        h, w = self.img_size
-        for _ in range(self.num_pools):  # MaxPool2d(2) floors odd sizes
-            h, w = h // 2, w // 2
-        return h, w
-
-    def _set_pool(self, pool: str) -> None:
-        if pool not in _POOL_TYPES:
-            raise ValueError(f"pool must be one of {_POOL_TYPES}, got {pool!r}")
-        self.pool = pool
-        if pool == "flatten":
-            h, w = self._flat_map_size()
-            if h < 1 or w < 1:
-                raise ValueError(
-                    f"pool='flatten' needs img_size >= {2**self.num_pools}, got {self.img_size}"
-                )
-            self.num_features = self.out_chs * h * w
-        else:
-            self.num_features = self.out_chs
-        self.head_hidden_size = self.num_features
-
-    def _make_fc(self, num_classes: int) -> nn.Module:
-        if num_classes > 0:
-            return nn.Linear(self.num_features, num_classes)
-        return nn.Identity()
-
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False) -> str | nn.Module:
-        return "fc" if name_only else self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0: no classifier).
-
-        ``global_pool`` optionally switches the pooling (``"avg"`` or ``"flatten"``).
-        """
-        if global_pool is not None:
-            self._set_pool(global_pool)
-        self.num_classes = num_classes
-        ref = next(self.parameters(), None)
-        fc = self._make_fc(num_classes)
-        self.fc = fc if ref is None else fc.to(device=ref.device, dtype=ref.dtype)
-        self.fc.train(self.training)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool a feature map ``[B, C, H, W]`` to ``[B, num_features]``, then classify."""
-        if self.pool == "flatten":
-            expected = self._flat_map_size()
-            if tuple(x.shape[-2:]) != expected:
-                raise ValueError(
-                    f"pool='flatten' was built for img_size={self.img_size} (feature map {expected}), "
-                    f"got a feature map of {tuple(x.shape[-2:])}; use pool='avg' for any resolution"
-                )
-            x = x.flatten(1)
-        else:
-            x = x.mean(dim=(2, 3))
-        if self.drop_rate:
-            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x)
-        x = self.forward_head(x)
-        return x
+__all__ = ["ConvBlock", "Conv4"]
 
 
 class ConvBlock(nn.Module):
@@ -150,8 +38,9 @@ class ConvBlock(nn.Module):
     Computed as conv -> BN -> maxpool -> ReLU: ReLU commutes with max-pooling exactly (the same
     outputs and, since ReLU maps every negative value to 0 and has zero gradient there, the same
     gradients, bit for bit, in fp32 and bf16), and on the pooled map it touches 4x fewer
-    elements. On a CPU, where this block is bound by memory traffic rather than by the
-    convolution, that saves ~15% of a training step. (ResNet-12's LeakyReLU keeps its order:
+    elements; on a CPU, where this block is bound by memory traffic rather than by the
+    convolution, that makes a training step faster (README, "Precision and CPU speed"). (ResNet-12's
+    LeakyReLU keeps its order:
     rounding ``0.1 * x`` can create ties that move a max-pool's subgradient.)
     """
 
@@ -214,40 +103,14 @@ class Conv4(FewShotBackbone):
         return self.stages(x)
 
 
+default_cfgs = generate_default_cfgs({
+    "conv4": fewshot_cfg("stages.0.conv", paper_ids="arXiv:1703.05175"),
+    "conv4_32": fewshot_cfg("stages.0.conv", paper_ids="arXiv:1703.03400"),
+})
+
+
 def _create_conv4(variant: str, pretrained: bool = False, **kwargs: Any) -> Conv4:
-    depth = int(kwargs.get("depth", 4))
-    return build_model_with_cfg(
-        Conv4,
-        variant,
-        pretrained,
-        feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(depth))),
-        **kwargs,
-    )
-
-
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    # No released weights; num_classes=0 makes a headless feature extractor the default.
-    return {
-        "url": "",
-        "num_classes": 0,
-        "input_size": (3, 84, 84),
-        "pool_size": (5, 5),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stages.0.conv",
-        "classifier": "fc",
-        **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs(
-    {
-        "conv4": _cfg(paper_ids="arXiv:1703.05175"),
-        "conv4_32": _cfg(paper_ids="arXiv:1703.03400"),
-    }
-)
+    return build_fewshot(Conv4, variant, pretrained, int(kwargs.get("depth", 4)), **kwargs)
 
 
 @register_model

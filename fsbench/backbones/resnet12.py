@@ -22,10 +22,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
-from .conv4 import FewShotBackbone
+from .base import FewShotBackbone, build_fewshot, fewshot_cfg
 
 __all__ = ["ResNet12Block", "ResNet12"]
 
@@ -120,41 +119,15 @@ class ResNet12(FewShotBackbone):
         return self.stages(x)
 
 
+default_cfgs = generate_default_cfgs({
+    "resnet12": fewshot_cfg("stages.0.conv1", paper_ids="arXiv:1805.10123"),
+    "resnet12_mtl": fewshot_cfg("stages.0.conv1", paper_ids="arXiv:1812.02391"),
+    "resnet12_tiny": fewshot_cfg("stages.0.conv1"),
+})
+
+
 def _create_resnet12(variant: str, pretrained: bool = False, **kwargs: Any) -> ResNet12:
-    n_stages = len(kwargs.get("widths", (0, 0, 0, 0)))
-    return build_model_with_cfg(
-        ResNet12,
-        variant,
-        pretrained,
-        feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(n_stages))),
-        **kwargs,
-    )
-
-
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    # No released weights; num_classes=0 makes a headless feature extractor the default.
-    return {
-        "url": "",
-        "num_classes": 0,
-        "input_size": (3, 84, 84),
-        "pool_size": (5, 5),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stages.0.conv1",
-        "classifier": "fc",
-        **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs(
-    {
-        "resnet12": _cfg(paper_ids="arXiv:1805.10123"),
-        "resnet12_mtl": _cfg(paper_ids="arXiv:1812.02391"),
-        "resnet12_tiny": _cfg(),
-    }
-)
+    return build_fewshot(ResNet12, variant, pretrained, len(kwargs.get("widths", (0, 0, 0, 0))), **kwargs)
 
 
 @register_model

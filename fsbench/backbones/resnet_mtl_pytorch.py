@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
-from .conv4 import FewShotBackbone, init_conv_bn
+from .base import FewShotBackbone, build_fewshot, fewshot_cfg, init_conv_bn
 
 __all__ = ["BasicBlock", "ResNetMTLPyTorch"]
 
@@ -109,19 +108,12 @@ class ResNetMTLPyTorch(FewShotBackbone):
 
 
 default_cfgs = generate_default_cfgs({
-    "resnet25_mtl": {
-        "url": "", "num_classes": 0, "input_size": (3, 80, 80), "pool_size": (10, 10),
-        "crop_pct": 1.0, "interpolation": "bilinear", "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD, "first_conv": "stem.0", "classifier": "fc",
-        "paper_ids": "arXiv:1812.02391",
-    },
+    "resnet25_mtl": fewshot_cfg("stem.0", input_size=(3, 80, 80), pool_size=(10, 10),
+                                paper_ids="arXiv:1812.02391"),
 })
 
 
 @register_model
 def resnet25_mtl(pretrained: bool = False, **kwargs: Any) -> ResNetMTLPyTorch:
     """The official MTL PyTorch code's "ResNet-25": 80-160-320-640, 80-px central crop, 640 features."""
-    return build_model_with_cfg(
-        ResNetMTLPyTorch, "resnet25_mtl", pretrained,
-        feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2)), **kwargs,
-    )
+    return build_fewshot(ResNetMTLPyTorch, "resnet25_mtl", pretrained, 3, **kwargs)

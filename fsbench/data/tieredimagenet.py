@@ -13,8 +13,8 @@ class into the preallocated, memory-mapped cache files, so resident memory is bo
 (at most 1,300 x 21,168 bytes = 28 MB of decoded images, the same again while its rows are written
 and flushed), the decoder's window of 64 JPEGs read ahead (ILSVRC's average about 110 KB) and one
 full-size image per decoding thread (at most 8; about 400 x 350 x 3 bytes on average): about
-100 MB over the interpreter's own, whatever the dataset's size. Measured on the one real source
-here, miniImageNet's 48,000 JPEGs (1 GB decoded): 82 MiB over the RSS after imports.
+100 MB over the interpreter's own, whatever the dataset's size (README, "Datasets", has the
+measurement on miniImageNet's 48,000 JPEGs).
 The mean and std used to normalise are computed from the train split while it is prepared.
 """
 

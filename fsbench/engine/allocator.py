@@ -5,10 +5,8 @@ fresh ``mmap`` and gives it back with ``munmap`` when it is freed. A Conv-4 trai
 5-way episode (80 images at 84x84) allocates activations of 36 M elements (69 MiB in bf16) in
 its first block, several per step: each of them was a fresh mapping whose pages the kernel
 faulted in and zeroed again, so on a CPU the element-wise layers (batch norm, ReLU, max pooling)
-spent much of their time in page faults. Measured on a 2-core AMD EPYC, one thread, median of 3
-alternating processes (``benchmarks/allocator_speed.py``): a ProtoNets meta-train step 0.421 s
-(bf16) and 1.286 s (fp32) with glibc's default, 0.298 s and 0.872 s with freed memory kept
-(x1.41, x1.47).
+spent much of their time in page faults (``benchmarks/allocator_speed.py`` measures the step
+with and without it; README, "Precision and CPU speed", has the figures).
 
 :func:`keep_freed_memory` turns glibc's mmap path off (``M_MMAP_MAX = 0``) and its trimming of
 the heap's top (``M_TRIM_THRESHOLD``), so large blocks are recycled inside the heap and the pages

@@ -24,9 +24,9 @@ from torch import nn
 from fsbench.backbones import create_backbone, feature_dim
 from fsbench.config import PretrainConfig
 from fsbench.errors import ConfigError
+from fsbench.precision import Precision
 
 from .heads import pretrain_head
-from .precision import Precision
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

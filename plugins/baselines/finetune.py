@@ -2,9 +2,9 @@
 
 The backbone pre-trained by many-shot classification on all train classes
 (:func:`fsbench.engine.pretrain.ensure_pretrained`, shared with MTL through
-:data:`~fsbench.engine.pretrain.PRETRAIN_PRESETS`) is frozen. For each test episode a fresh
+:data:`fsbench_plugins.mtl_protocol.PRETRAIN_PRESETS`) is frozen. For each test episode a fresh
 linear (FC) head is trained from zero on the support features by ``steps`` steps of plain
-gradient descent on the mean cross-entropy (:func:`fsbench.engine.heads.fit_linear_heads`,
+gradient descent on the mean cross-entropy (:func:`fsbench.learners.linear.fit_linear_heads`,
 paper: 100 steps, lr 0.01), and the queries are classified by it. There is no meta-training.
 
 All episodes of an evaluation batch are adapted together: ``fit_linear_heads`` runs the ``T``
@@ -17,12 +17,8 @@ the squared feature norm. The paper's 0.01 goes with 640-d ResNet features whose
 in the hundreds, while other backbones (the CPU presets' Conv-4, timm models) give other scales.
 The presets therefore L2-normalise each feature and rescale it to ``feature_norm = 10``
 (``|x|^2 = 100``), which keeps the paper's lr 0.01 and 100 steps with an effective step
-(``lr * |x|^2 = 1``) that does not depend on the backbone.
-Checked on real miniImageNet val episodes (300, seed 1, i.e. not the reported seed-0 episodes)
-with the quick pre-trained Conv-4 (raw ``|x|^2`` about 54): 1-shot accuracy hardly depends on the
-setting (31.2-33.4% over lr 0.001-1 with raw, norm-1 and norm-10 features; nearest centroid
-32.3%); 5-shot it does: norm 10 + lr 0.01 gives 45.5%, raw + lr 0.01 45.2%, but raw + lr 0.001
-39.5% and norm 1 + lr 0.01 43.0% (the head has not moved far enough in 100 steps).
+(``lr * |x|^2 = 1``) that does not depend on the backbone (README, "Figures behind design
+choices", has the check on real miniImageNet val episodes).
 """
 
 from __future__ import annotations
@@ -32,15 +28,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fsbench.backbones import create_backbone, feature_dim
+from fsbench.backbones import feature_dim
 from fsbench.config import MethodPreset
-from fsbench.engine.heads import fit_linear_heads, linear_logits, scale_features
-from fsbench.engine.pretrain import PRETRAIN_BACKBONES, PRETRAIN_PRESETS, PRETRAIN_SOURCES
 from fsbench.errors import ConfigError
-from fsbench.method import Method, MethodContext
-from fsbench.paper import MTL_PAPER_SOURCES
-
-from .common import load_pretrained
+from fsbench.learners.linear import fit_linear_heads, linear_logits, scale_features
+from fsbench.learners.pretrained import FrozenPretrained
+from fsbench.method import MethodContext
+from fsbench_plugins.mtl_protocol import (
+    MTL_PAPER_SOURCES,
+    PRETRAIN_BACKBONES,
+    PRETRAIN_PRESETS,
+    PRETRAIN_SOURCES,
+)
 
 FC_INITS = ("zero", "xavier", "kaiming")
 
@@ -74,37 +73,21 @@ class FinetuneHparams:
             raise ConfigError(f"hparams.fc_init must be one of {', '.join(FC_INITS)}, got {self.fc_init!r}")
 
 
-class Finetune(Method):
+class Finetune(FrozenPretrained):
     """A frozen pre-trained backbone and a new FC head per episode, all episodes batched."""
 
-    frozen_at_test = True
+    hp: FinetuneHparams
 
     def __init__(self, ctx: MethodContext) -> None:
-        super().__init__(ctx)
-        hp: FinetuneHparams = ctx.hparams
-        hp.check()
-        self.hp = hp
-        backbone = create_backbone(ctx.backbone, **ctx.backbone_kwargs)
-        load_pretrained(backbone, ctx.pretrained, ctx.backbone, "finetune")
-        backbone.requires_grad_(False)
-        self.backbone = ctx.precision.prepare(backbone.eval())
+        super().__init__(ctx, "finetune")
+        hp = self.hp
         # The heads' starting point (a buffer: part of the state, not trained).
-        init = torch.zeros(ctx.way, feature_dim(backbone))
+        init = torch.zeros(ctx.way, feature_dim(self.backbone))
         if hp.fc_init != "zero":
             with torch.random.fork_rng(devices=[]):  # seeded as MTL's FC init, global RNG untouched
                 torch.manual_seed(ctx.seed)
                 (nn.init.xavier_uniform_ if hp.fc_init == "xavier" else nn.init.kaiming_normal_)(init)
         self.register_buffer("fc_init", init)
-
-    def train(self, mode: bool = True) -> Finetune:
-        """The backbone stays in eval mode (pre-trained BatchNorm statistics) in every mode."""
-        super().train(mode)
-        self.backbone.eval()
-        return self
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.ctx.precision.forward(self.backbone, images)  # float32 features
 
     def fit_heads(self, support: torch.Tensor, support_y: torch.Tensor, way: int) -> tuple[torch.Tensor, torch.Tensor]:
         """FC heads [T, way, D], [T, way] trained on support features [T, S, D]."""

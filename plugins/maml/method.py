@@ -12,7 +12,7 @@ without a batching rule, data-dependent control flow, ...), the failure is repor
 ``RuntimeWarning`` and the method switches to a per-task loop for the rest of its life; the
 ``batched`` hparam selects the loop from the start.
 
-Precision (``ctx.precision``, :mod:`fsbench.engine.precision`): the forward passes run under the
+Precision (``ctx.precision``, :mod:`fsbench.precision`): the forward passes run under the
 run's policy (bf16 autocast + channels_last where native); losses are fp32. In fp32, and always
 under vmap, BatchNorm is computed from primitives (:class:`~.inner_loop.PrimitiveNorms`); the
 per-task loop under bf16 uses PyTorch's fused batch norm instead (the same function, 3x faster
@@ -21,11 +21,9 @@ loop adapts with plain ``torch.autograd.grad`` (:meth:`~.inner_loop.InnerLoop.pr
 
 Layout on a CPU under bf16 (:func:`contiguous_meta_train`): the second-order meta-train
 step runs in the contiguous layout, the test adaptation in channels_last. The weights stay
-contiguous and only the images change layout (oneDNN follows the input's). Measured on a 2-core
-AMD EPYC with AVX-512 BF16, one thread, the ``quick`` 1-shot learner, alternating: a meta-batch
-of 4 tasks 2.28 CPU-s in channels_last vs 1.89 contiguous (the double backward through batch
-norm, many small element-wise ops, is slower in channels_last); a test episode 0.14 CPU-s in
-channels_last vs 0.32 contiguous, and the same with contiguous or channels_last weights.
+contiguous and only the images change layout (oneDNN follows the input's). The double backward
+through batch norm (many small element-wise ops) measured slower in channels_last, the test
+adaptation faster (README, "Precision and CPU speed").
 """
 
 from __future__ import annotations
@@ -66,8 +64,8 @@ class MAMLHparams:
     first_order: drop the second-order terms (first-order MAML, the paper's Section 5.2).
     batched: run the tasks of a meta-batch / evaluation batch with ``torch.func.vmap``; False
         runs a per-task loop (also used automatically when vmap fails on a backbone). Both
-        compute the same function; on a CPU the loop was measured as fast or faster (vmap turns
-        the convolutions into grouped ones), so the CPU presets use the loop.
+        compute the same function; on a CPU vmap turns the convolutions into grouped ones, and
+        the CPU presets use the loop.
     clip_value: clamp each element of the meta-gradient to [-clip_value, clip_value] before the
         Adam step, as the official code does on miniImageNet (10); None: no clamp. A norm clip
         is available through ``episodic.grad_clip``.
@@ -121,14 +119,12 @@ class MAML(Method):
     """MAML, second order by default (``first_order`` hparam); adapts per test episode."""
 
     frozen_at_test = False
+    hp: MAMLHparams
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        hp: MAMLHparams = ctx.hparams
-        hp.check()
-        self.hp = hp
         self.model = build_learner(ctx)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.meta_lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.hp.meta_lr)
         #: Why vmap was given up on this backbone (None while it works or was never tried).
         self.vmap_failure: str | None = None
 
@@ -208,7 +204,7 @@ class MAML(Method):
         the hparams allow it (no fallback here)."""
         params = dict(self.model.named_parameters())
         use_vmap = self.uses_vmap if batched is None else batched
-        with self.ctx.autocast():
+        with self.ctx.precision.autocast():
             logits = self.task_logits(self.train_loop, params, support, support_y, query, use_vmap)
         loss = F.cross_entropy(at_least_float32(logits).flatten(0, 1), query_y.flatten())
         return loss, logits
@@ -236,7 +232,7 @@ class MAML(Method):
         params = {name: p.detach() for name, p in self.model.named_parameters()}
 
         def predict(batched: bool) -> torch.Tensor:
-            with torch.no_grad(), self.ctx.autocast():  # torch.func.grad ignores the outer no_grad
+            with torch.no_grad(), self.ctx.precision.autocast():  # torch.func.grad ignores the outer no_grad
                 return self.task_logits(self.test_loop, params, support, support_y, query, batched)
 
         return at_least_float32(self._vmap_or_loop(predict))

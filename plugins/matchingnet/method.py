@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsbench.backbones import create_backbone, feature_dim
+from fsbench.backbones import create_backbone, feature_dim, with_image_size
 from fsbench.errors import ConfigError
 from fsbench.method import Method, MethodContext, StepOutput
 
@@ -97,15 +97,12 @@ class FullContextEmbedding(nn.Module):
 
 class MatchingNet(Method):
     frozen_at_test = True
+    hp: MatchingNetHparams
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        hp: MatchingNetHparams = ctx.hparams
-        hp.check()
-        self.hp = hp
-        kwargs = dict(ctx.backbone_kwargs)
-        if kwargs.get("pool") == "flatten":
-            kwargs.setdefault("img_size", tuple(ctx.image_shape[1:]))
+        hp = self.hp
+        kwargs = with_image_size(ctx.backbone_kwargs, ctx.image_shape)
         self.backbone = ctx.precision.prepare(create_backbone(ctx.backbone, **kwargs))
         dim = feature_dim(self.backbone)
         self.fce = FullContextEmbedding(dim, hp.processing_steps) if hp.fce else None

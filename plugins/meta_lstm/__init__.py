@@ -133,16 +133,8 @@ PRESETS: dict[str, MethodPreset] = {
         description="seconds: an 8-filter Conv-4 learner (global pooling), 4 updates per task",
         sources={
             **_COMMON,
-            "backbone": "DEVIATION: an 8-filter Conv-4 with global pooling: seconds for the CI suite",
-            "backbone_kwargs.width": "DEVIATION: 8 filters (paper 32): speed",
-            "hparams.epochs": "DEVIATION: 4 updates per task (reference 12 / 8): speed",
             "hparams.lr": "DEVIATION: Adam 1e-2 (reference 1e-3): 100 meta-batches must learn something",
-            "episodic.iterations": "DEVIATION: 30 meta-batches, seconds (well above chance on "
-                                   "synthetic_easy, the CI suite's data)",
             "episodic.meta_batch": "DEVIATION: 2 tasks per update: a less noisy gradient in a short run",
-            "episodic.train_query": "DEVIATION: 5 training queries per class: speed",
-            "episodic.val_every": "DEVIATION: validation twice in the smoke run",
-            "episodic.val_episodes": "DEVIATION: 10 val episodes: speed",
             "hparams.grad_batch_divide": _DIVIDE_DEVIATION,
         },
     ),

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from fsbench.backbones import create_backbone
+from fsbench.backbones import create_backbone, with_image_size
 from fsbench.errors import ConfigError
 from fsbench.method import Method, MethodContext, StepOutput
 
@@ -154,15 +154,12 @@ class MetaLSTM(Method):
     """The Meta-LSTM meta-learner with its learner; adapts per test episode."""
 
     frozen_at_test = False
+    hp: MetaLSTMHparams
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        hp: MetaLSTMHparams = ctx.hparams
-        hp.check()
-        self.hp = hp
-        kwargs = dict(ctx.backbone_kwargs)
-        if kwargs.get("pool") == "flatten":
-            kwargs.setdefault("img_size", tuple(ctx.image_shape[1:]))
+        hp = self.hp
+        kwargs = with_image_size(ctx.backbone_kwargs, ctx.image_shape)
         #: The learner; its parameters are the meta-learned initial cell state c_0.
         self.learner = create_backbone(ctx.backbone, num_classes=ctx.way, **kwargs)
         for m in self.learner.modules():

@@ -4,7 +4,7 @@ Learning", CVPR 2019): the method.
 A backbone pre-trained by many-shot classification (:mod:`fsbench.engine.pretrain`) is frozen and
 every convolution gets a learnable scale and shift (SS, :mod:`fsbench_plugins.mtl.scaleshift`). The base
 learner is a linear (FC) head trained per task by plain gradient descent on the support features
-(:func:`fsbench.engine.heads.fit_linear_heads`); its *initialisation* (``fc_weight`` [way, D],
+(:func:`fsbench.learners.linear.fit_linear_heads`); its *initialisation* (``fc_weight`` [way, D],
 ``fc_bias`` [way]) is meta-learned together with SS by Adam on the query loss of the adapted head.
 
 One meta-train step on a meta-batch of ``T`` tasks:
@@ -35,10 +35,8 @@ Design choices (and where they depart from the official code):
   output, FC init Kaiming-normal, bias zero, lr 0.01, mean cross-entropy over the support set).
   How fast it learns depends on the squared feature norm: one step moves a support logit by
   about ``lr * |x|^2 / S``. The official 640-d ResNet features are large, so lr 0.01 fits the
-  support set within its steps. Measured on the quick preset's pre-trained Conv-4 (64-d,
-  mean ``|x|^2`` ~ 40, real miniImageNet val, 5-way 1-shot, Kaiming init): support loss 1.89
-  before the inner loop, 1.32 after 20 steps, 0.93 after 50, 0.62 after 100, and query accuracy
-  after 100 steps on par with a nearest-centroid probe of the same features.
+  support set within its steps; on the CPU presets' 64-d Conv-4 features it is slower (README,
+  "Figures behind design choices", has the support loss over the inner steps).
   ``feature_norm`` (L2-normalise, rescale) and ``fc_init="zero"`` are options, off in the
   ``paper`` preset; the CPU presets (``quick``, ``smoke``) turn both on so that MTL's base
   learner is exactly the finetune baseline's (see ``plugins/mtl/__init__.py``).
@@ -53,15 +51,16 @@ Design choices (and where they depart from the official code):
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from fsbench.backbones import create_backbone, feature_dim
-from fsbench.engine.heads import FCHeadMetaLearner, fit_linear_heads, linear_logits
+from fsbench.backbones import feature_dim
 from fsbench.errors import ConfigError
+from fsbench.learners.linear import FCHeadMetaLearner, fit_linear_heads, linear_logits
+from fsbench.learners.pretrained import pretrained_backbone
+from fsbench.learners.schedules import check_step_decay, step_decay
 from fsbench.method import MethodContext
 
 from .scaleshift import scale_shift_parameters, wrap_scale_shift
@@ -107,17 +106,11 @@ class MTLHparams:
                 raise ConfigError(f"hparams.{name} must be positive, got {getattr(self, name)}")
         if self.lr_min < 0:
             raise ConfigError(f"hparams.lr_min must be >= 0, got {self.lr_min}")
-        if self.lr_decay_every < 0:
-            raise ConfigError(f"hparams.lr_decay_every must be >= 0, got {self.lr_decay_every}")
+        check_step_decay(self)
         if self.fc_init not in FC_INITS:
             raise ConfigError(f"hparams.fc_init must be one of {', '.join(FC_INITS)}, got {self.fc_init!r}")
         if self.feature_norm is not None and not self.feature_norm > 0:
             raise ConfigError(f"hparams.feature_norm must be positive or null, got {self.feature_norm}")
-
-
-def _floored_decay(step: int, *, decay: float, every: int, floor: float) -> float:
-    """The lr multiplier after ``step`` updates: ``decay`` every ``every``, never below ``floor``."""
-    return max(decay ** (step // every), floor)
 
 
 class MTL(FCHeadMetaLearner):
@@ -128,25 +121,12 @@ class MTL(FCHeadMetaLearner):
     """
 
     frozen_at_test = True
+    hp: MTLHparams
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        hp: MTLHparams = ctx.hparams
-        hp.check()
-        self.hp = hp
-        if ctx.pretrained is None:
-            raise ConfigError(
-                "MTL needs a pre-trained backbone (the preset's `pretrain` settings); "
-                "none was given"
-            )
-        backbone = create_backbone(ctx.backbone, **ctx.backbone_kwargs)
-        missing, unexpected = backbone.load_state_dict(ctx.pretrained, strict=False)
-        if missing or unexpected:
-            raise ConfigError(
-                f"pre-trained weights do not fit backbone {ctx.backbone!r}: "
-                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-            )
-        self.backbone = wrap_scale_shift(backbone)
+        hp = self.hp
+        self.backbone = wrap_scale_shift(pretrained_backbone(ctx, "MTL"))
         self.backbone.eval()
         self._place_backbone()
         dim = feature_dim(self.backbone)
@@ -167,16 +147,9 @@ class MTL(FCHeadMetaLearner):
             {"params": scale_shift_parameters(self.backbone) + bn, "lr": hp.ss_lr},
             {"params": [self.fc_weight, self.fc_bias], "lr": hp.fc_lr},
         ])
-        if hp.lr_min > 0 and hp.lr_decay_every:  # step decay with a floor, per parameter group
-            floors = [hp.lr_min / hp.ss_lr, hp.lr_min / hp.fc_lr]
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [
-                functools.partial(_floored_decay, decay=hp.lr_decay, every=hp.lr_decay_every,
-                                  floor=floor) for floor in floors])
-        else:
-            self.scheduler = torch.optim.lr_scheduler.StepLR(
-                self.optimizer, step_size=max(hp.lr_decay_every, 1),
-                gamma=hp.lr_decay if hp.lr_decay_every else 1.0,
-            )
+        # Step decay, with a floor per parameter group when lr_min is set.
+        floors = [hp.lr_min / hp.ss_lr, hp.lr_min / hp.fc_lr] if hp.lr_min > 0 else []
+        self.scheduler = step_decay(self.optimizer, hp.lr_decay, hp.lr_decay_every, floors)
 
     # -- modes ------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> MTL:

@@ -6,11 +6,10 @@ episodically with Adam and frozen at test time.
 
 Embedding: the paper's Conv-4 (64 filters) *flattens* its final 5x5 map at 84x84 into a 1600-d
 embedding (``backbone_kwargs={"pool": "flatten"}``; the image size is taken from the dataset).
-The ``paper`` and ``quick`` presets use it; fsbench's default pooled 64-d Conv-4 embedding
-loses several points of accuracy with ProtoNets in 5-shot (issue 12: an easyfsl ProtoNet with the
-flattened embedding ended ~4.5 points above fsbench's pooled one at equal training time). On the
-``quick`` CPU schedule a 1-shot run pools instead (``hparams.pool_below_shot``): there the
-flattened embedding lost 2.79 ± 0.62 points to the pooled one (paired, 600 val episodes).
+The ``paper`` and ``quick`` presets use it (fsbench's default pooled 64-d Conv-4 embedding
+measured below it in 5-shot, issue 12). On the ``quick`` CPU schedule a 1-shot run pools instead
+(``hparams.pool_below_shot``), where the flattened embedding measured below the pooled one
+(README, "Figures behind design choices").
 
 Forward passes follow the run's precision policy (``ctx.precision``: bf16 autocast and
 channels_last where the device runs them natively); distances, softmax and the loss are fp32.
@@ -26,9 +25,10 @@ import torch.nn.functional as F
 from fsbench import hookimpl
 from fsbench.backbones import create_backbone, with_image_size
 from fsbench.config import EpisodicConfig, MethodPreset
-from fsbench.engine.prototypes import METRICS, nearest_centroid_logits
 from fsbench.errors import ConfigError
 from fsbench.hookspecs import MethodRecord
+from fsbench.learners.prototypes import METRICS, nearest_centroid_logits
+from fsbench.learners.schedules import check_step_decay, step_decay
 from fsbench.method import Method, MethodContext, StepOutput
 
 
@@ -44,8 +44,19 @@ class ProtoNetHparams:
     feature_scale: float = 1.0
     #: Runs with fewer shots than this pool the backbone's map globally instead of flattening it
     #: (``backbone_kwargs={"pool": "flatten"}``); 0: never. The ``quick`` preset sets 2: on a
-    #: CPU schedule a flattened 1-shot embedding lost 2.79 ± 0.62 points to the pooled one (README).
+    #: CPU schedule a flattened 1-shot embedding lost to the pooled one (README, "Precision and CPU speed").
     pool_below_shot: int = 0
+
+    def check(self) -> None:
+        if self.metric not in METRICS:
+            raise ConfigError(f"hparams.metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"hparams.lr must be positive, got {self.lr}")
+        if self.pool_below_shot < 0:
+            raise ConfigError(f"hparams.pool_below_shot must be >= 0, got {self.pool_below_shot}")
+        if not self.feature_scale > 0:
+            raise ConfigError(f"hparams.feature_scale must be positive, got {self.feature_scale}")
+        check_step_decay(self)
 
 
 def embedding_kwargs(kwargs: dict, shot: int, pool_below_shot: int) -> dict:
@@ -57,30 +68,24 @@ def embedding_kwargs(kwargs: dict, shot: int, pool_below_shot: int) -> dict:
 
 class ProtoNet(Method):
     frozen_at_test = True
+    hp: ProtoNetHparams
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        hp: ProtoNetHparams = ctx.hparams
-        if hp.metric not in METRICS:
-            raise ConfigError(f"hparams.metric must be one of {', '.join(METRICS)}, got {hp.metric!r}")
-        if not hp.feature_scale > 0:
-            raise ConfigError(f"hparams.feature_scale must be positive, got {hp.feature_scale}")
-        if hp.lr_decay_every < 0:
-            raise ConfigError(f"hparams.lr_decay_every must be >= 0 (0: no decay), got {hp.lr_decay_every}")
+        hp = self.hp
         kwargs = with_image_size(embedding_kwargs(ctx.backbone_kwargs, ctx.shot, hp.pool_below_shot),
                                  ctx.image_shape)
         self.backbone = ctx.precision.prepare(create_backbone(ctx.backbone, **kwargs))
         self.optimizer = torch.optim.Adam(self.backbone.parameters(), lr=hp.lr)
-        if hp.lr_decay_every:
-            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, hp.lr_decay_every, hp.lr_decay)
+        self.scheduler = step_decay(self.optimizer, hp.lr_decay, hp.lr_decay_every)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         features = self.ctx.precision.forward(self.backbone, images)  # float32 features
-        scale = self.ctx.hparams.feature_scale
+        scale = self.hp.feature_scale
         return features if scale == 1.0 else features * scale
 
     def classify(self, support, support_y, query, way):
-        return nearest_centroid_logits(support, support_y, query, way, self.ctx.hparams.metric)
+        return nearest_centroid_logits(support, support_y, query, way, self.hp.metric)
 
     def meta_train_step(self, support, support_y, query, query_y, way) -> StepOutput:
         logits = self.adapt_and_predict(support, support_y, query, way)
@@ -162,15 +167,6 @@ PRESETS = {
         episodic=EpisodicConfig(iterations=30, meta_batch=2, train_query=5, val_every=15, val_episodes=20),
         eval_batch=50,
         description="seconds: a tiny pooled Conv-4 for tests",
-        sources={
-            "backbone_kwargs.width": "DEVIATION: a width-16 pooled Conv-4 for seconds-long tests",
-            "episodic.iterations": "DEVIATION: tests: 30 meta-batches",
-            "episodic.meta_batch": "DEVIATION: tests: 2 tasks per update",
-            "episodic.train_query": "DEVIATION: tests: 5 queries",
-            "episodic.train_way": "DEVIATION: tests: the test way",
-            "episodic.val_every": "DEVIATION: tests",
-            "episodic.val_episodes": "DEVIATION: tests",
-        },
     ),
 }
 

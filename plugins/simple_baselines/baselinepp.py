@@ -3,7 +3,7 @@
 A cosine classifier replaces the linear one twice (Sec. 3.2):
 
 * **in pre-training**: the backbone is trained on all base classes with the cosine head of
-  :class:`fsbench.engine.heads.CosineClassifier` (``pretrain.head = "cosine"``: logits
+  :class:`fsbench.learners.cosine.CosineClassifier` (``pretrain.head = "cosine"``: logits
   ``scale * g_c * cos(x, w_c)``, a learned norm ``g_c`` per class, official code
   ``wyharveychen/CloserLookFewShot`` ``backbone.py:22-44``). Its pre-training therefore differs from
   the other methods' and is its own cache entry;
@@ -21,8 +21,7 @@ starts) and the mini-batch orders are drawn from a generator seeded by the train
 run is deterministic.
 
 On the CPU presets' 64-d pooled Conv-4 features the official lr 0.01 fits a 1-shot support set
-only in part within its 100 passes (86% of support images on real miniImageNet val, a 2-epoch
-quick backbone; 200 episodes: 29.2% at lr 0.01, 30.2% at lr 0.1, not paired). The ``quick``
+only in part within its 100 passes (README, "Figures behind design choices"). The ``quick``
 preset keeps the official 0.01; the ``smoke`` preset's 16-d features need 0.1.
 """
 
@@ -35,13 +34,14 @@ import torch
 import torch.nn.functional as F
 
 from fsbench.config import MethodPreset, PretrainConfig
-from fsbench.engine.heads import cosine_head_logits
-from fsbench.engine.pretrain import PRETRAIN_PRESETS
 from fsbench.episodes import derive_seed
 from fsbench.errors import ConfigError
+from fsbench.learners.cosine import cosine_head_logits
+from fsbench.learners.pretrained import FrozenPretrained
 from fsbench.method import MethodContext
+from fsbench_plugins.mtl_protocol import PRETRAIN_PRESETS
 
-from .common import FrozenPretrained, shared_preset
+from .common import shared_preset
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,10 @@ class BaselinePPHparams:
 class BaselinePP(FrozenPretrained):
     """A frozen backbone pre-trained with a cosine head; a new cosine head per test episode."""
 
+    hp: BaselinePPHparams
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx, "baselinepp")
-        hp: BaselinePPHparams = ctx.hparams
-        hp.check()
-        self.hp = hp
 
     def fit_heads(self, support: torch.Tensor, support_y: torch.Tensor,
                   way: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,8 +178,7 @@ PRESETS: dict[str, MethodPreset] = {
     "smoke": shared_preset(
         "smoke", PAPER, BaselinePPHparams(lr=0.1),
         "seconds: the smoke schedule with the cosine head and 8 epochs, per-episode lr 0.1",
-        {"backbone": "DEVIATION: a width-16 Conv-4, for tests", "backbone_kwargs.width": "DEVIATION: tests",
-         "hparams.lr": "DEVIATION: tests: at lr 0.01 the per-episode head does not fit the smoke "
+        {"hparams.lr": "DEVIATION: tests: at lr 0.01 the per-episode head does not fit the smoke "
                        "backbone's 16-d features in 100 passes (27% on synthetic_easy; 0.1: 69%)",
          "pretrain.epochs": "DEVIATION: tests: 8 epochs, the cosine head learns slower than the "
                             "linear one in the smoke schedule's 3"},

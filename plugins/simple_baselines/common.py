@@ -1,39 +1,12 @@
-"""What SimpleShot, Baseline++ and RFS share: a frozen pre-trained backbone, and preset pieces."""
+"""What the simple baselines' presets share: the pre-training of finetune and MTL."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from fsbench.backbones import create_backbone
 from fsbench.config import MethodPreset, PretrainConfig
-from fsbench.engine.pretrain import PRETRAIN_BACKBONES, PRETRAIN_PRESETS
-from fsbench.method import Method, MethodContext
-from fsbench_plugins.baselines.common import load_pretrained
-
-
-class FrozenPretrained(Method):
-    """A pre-trained backbone, frozen and in eval mode (its pre-trained BatchNorm statistics) in
-    every mode; the core embeds each test image once and calls :meth:`classify` on features."""
-
-    frozen_at_test = True
-
-    def __init__(self, ctx: MethodContext, method: str) -> None:
-        super().__init__(ctx)
-        backbone = create_backbone(ctx.backbone, **ctx.backbone_kwargs)
-        load_pretrained(backbone, ctx.pretrained, ctx.backbone, method)
-        backbone.requires_grad_(False)
-        self.backbone = ctx.precision.prepare(backbone.eval())
-
-    def train(self, mode: bool = True) -> FrozenPretrained:
-        super().train(mode)
-        self.backbone.eval()
-        return self
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.ctx.precision.forward(self.backbone, images)  # float32 features
+from fsbench.provenance import SMOKE_PRESET
+from fsbench_plugins.mtl_protocol import PRETRAIN_BACKBONES, PRETRAIN_PRESETS
 
 
 def shared_preset(name: str, paper: MethodPreset, hparams: Any, description: str,
@@ -43,17 +16,19 @@ def shared_preset(name: str, paper: MethodPreset, hparams: Any, description: str
     (finetune, MTL...: one cached backbone, so results pair up), or on ``pretrain`` (e.g. the
     same schedule with another head: then its own cache entry).
 
-    Every pre-training setting that differs from the method's ``paper`` preset gets a source
-    saying so; ``sources`` (the method's own, ``backbone`` included) take precedence.
+    Every pre-training setting of a ``quick`` preset that differs from the method's ``paper``
+    preset gets a source saying so (a ``smoke`` preset's deviations are for tests:
+    :data:`fsbench.provenance.SMOKE_DEVIATION`); ``sources`` (the method's own, ``backbone``
+    included) take precedence.
     """
     backbone, kwargs = PRETRAIN_BACKBONES[name]
     pretrain = pretrain or PRETRAIN_PRESETS[name]
     own = "" if pretrain == PRETRAIN_PRESETS[name] else ", with the changes sourced here"
-    shared = (f"DEVIATION: the {name} pre-training that every method shares (fsbench/engine/"
-              f"pretrain.py, PRETRAIN_PRESETS[{name!r}]{own}): a backbone trained in minutes on a "
+    shared = (f"DEVIATION: the {name} pre-training that every method shares (fsbench_plugins/"
+              f"mtl_protocol.py, PRETRAIN_PRESETS[{name!r}]{own}): a backbone trained in minutes on a "
               "CPU, one cache entry for all")
     differs = {f"pretrain.{k}": shared for k, v in vars(pretrain).items()
-               if paper.pretrain is None or getattr(paper.pretrain, k) != v}
+               if name != SMOKE_PRESET and (paper.pretrain is None or getattr(paper.pretrain, k) != v)}
     return MethodPreset(
         backbone=backbone, backbone_kwargs=dict(kwargs), hparams=hparams, pretrain=pretrain,
         description=description, sources={**differs, **sources}, **fields,

@@ -15,8 +15,8 @@ only adds to the penalty). So ``W = A X`` with ``A`` [way, n], and the problem b
 ``way * (n + 1)`` unknowns (30 for 5-way 1-shot, 130 for 5-shot) whatever the feature size:
 logits ``Z = K A^T + b`` with the Gram matrix ``K = X X^T``, penalty ``tr(A K A^T) / (2C)``. Its
 Hessian is small enough to build and solve exactly for a whole batch of tasks (float64), and
-Newton's method with a backtracking (Armijo) line search converges quadratically (5-way 1- and
-5-shot, C = 1: within float32 rounding of the optimum after 3 to 5 iterations). It stops when
+Newton's method with a backtracking (Armijo) line search converges quadratically (a few
+iterations; README, "Figures behind design choices"). It stops when
 the gradient of the original objective (in ``W`` and ``b``) is below ``tol`` in every entry for
 every task, or after ``max_iter`` iterations. scikit-learn's L-BFGS stops at 1e-4 on the same
 gradient (its default ``tol``) or after 1,000 iterations; both approach the same unique minimiser

@@ -28,13 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsbench.backbones import create_backbone
 from fsbench.config import EpisodicConfig, MethodPreset, PretrainConfig
-from fsbench.engine.heads import embed_tasks
-from fsbench.engine.prototypes import cosine_logits, prototypes
 from fsbench.errors import ConfigError
+from fsbench.learners.linear import embed_tasks
+from fsbench.learners.pretrained import pretrained_backbone
+from fsbench.learners.prototypes import cosine_logits, prototypes
 from fsbench.method import Method, MethodContext, StepOutput
-from fsbench_plugins.baselines.common import load_pretrained
 
 from .common import shared_preset
 
@@ -61,15 +60,12 @@ class MetaBaseline(Method):
     """A pre-trained backbone meta-trained as a cosine nearest-centroid classifier with scale tau."""
 
     frozen_at_test = True
+    hp: MetaBaselineHparams
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        hp: MetaBaselineHparams = ctx.hparams
-        hp.check()
-        self.hp = hp
-        backbone = create_backbone(ctx.backbone, **ctx.backbone_kwargs)
-        load_pretrained(backbone, ctx.pretrained, ctx.backbone, "meta_baseline")
-        self.backbone = ctx.precision.prepare(backbone)
+        hp = self.hp
+        self.backbone = ctx.precision.prepare(pretrained_backbone(ctx, "meta_baseline"))
         self.tau = nn.Parameter(torch.tensor(hp.tau_init), requires_grad=hp.learn_tau)
         self.optimizer = torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=hp.lr,
                                          momentum=hp.momentum, weight_decay=hp.weight_decay)
@@ -167,12 +163,7 @@ PRESETS: dict[str, MethodPreset] = {
     "smoke": shared_preset(
         "smoke", PAPER, MetaBaselineHparams(lr=1e-2),
         "seconds: the shared smoke backbone, 12 meta-batches of 2 tasks",
-        {"backbone": "DEVIATION: the shared smoke backbone (a width-16 Conv-4), for tests",
-         "backbone_kwargs.width": "DEVIATION: see backbone",
-         "hparams.lr": "DEVIATION: tests, 1e-2 so that a dozen updates move the backbone",
-         "episodic.iterations": "DEVIATION: tests", "episodic.meta_batch": "DEVIATION: tests",
-         "episodic.train_query": "DEVIATION: tests", "episodic.val_every": "DEVIATION: tests",
-         "episodic.val_episodes": "DEVIATION: tests"},
+        {"hparams.lr": "DEVIATION: tests, 1e-2 so that a dozen updates move the backbone"},
         episodic=EpisodicConfig(iterations=12, meta_batch=2, train_query=4, val_every=6,
                                 val_episodes=10),
     ),

@@ -29,9 +29,10 @@ import torch.nn.functional as F
 
 from fsbench.config import MethodPreset, PretrainConfig
 from fsbench.errors import ConfigError
+from fsbench.learners.pretrained import FrozenPretrained
 from fsbench.method import MethodContext
 
-from .common import FrozenPretrained, shared_preset
+from .common import shared_preset
 from .logreg import fit_logistic_regression
 
 
@@ -55,11 +56,10 @@ class RFSHparams:
 class RFS(FrozenPretrained):
     """Frozen features, L2-normalised; a logistic regression per episode on its support set only."""
 
+    hp: RFSHparams
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx, "rfs")
-        hp: RFSHparams = ctx.hparams
-        hp.check()
-        self.hp = hp
 
     def _features(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(features.float(), dim=-1) if self.hp.normalize else features.float()
@@ -148,7 +148,6 @@ PRESETS: dict[str, MethodPreset] = {
     ),
     "smoke": shared_preset(
         "smoke", PAPER, RFSHparams(), "seconds: RFS-simple on the shared smoke backbone",
-        {"backbone": "DEVIATION: the shared smoke backbone (a width-16 Conv-4), for tests",
-         "backbone_kwargs.width": "DEVIATION: see backbone", "pretrain.distill_generations": _NO_KD},
+        {"pretrain.distill_generations": _NO_KD},
     ),
 }

@@ -29,12 +29,13 @@ from fsbench.backbones import feature_dim
 from fsbench.config import MethodPreset, PretrainConfig
 from fsbench.data.base import Normalizer, Split
 from fsbench.engine.evaluate import embed_images
-from fsbench.engine.prototypes import nearest_centroid_logits
 from fsbench.episodes import derive_seed
 from fsbench.errors import ConfigError
+from fsbench.learners.pretrained import FrozenPretrained
+from fsbench.learners.prototypes import nearest_centroid_logits
 from fsbench.method import MethodContext
 
-from .common import FrozenPretrained, shared_preset
+from .common import shared_preset
 
 TRANSFORMS = ("UN", "L2N", "CL2N")
 
@@ -60,11 +61,10 @@ class SimpleShotHparams:
 class SimpleShot(FrozenPretrained):
     """Nearest centroid on transformed frozen features; CL2N centres on the base classes' mean."""
 
+    hp: SimpleShotHparams
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx, "simpleshot")
-        hp: SimpleShotHparams = ctx.hparams
-        hp.check()
-        self.hp = hp
         # NaN until fit_base: a CL2N run that never saw its base classes fails loudly.
         self.register_buffer("base_mean", torch.full((feature_dim(self.backbone),), float("nan")))
 
@@ -166,7 +166,6 @@ PRESETS: dict[str, MethodPreset] = {
     ),
     "smoke": shared_preset(
         "smoke", PAPER, SimpleShotHparams(), "seconds: CL2N on the shared smoke backbone",
-        {"backbone": "DEVIATION: the shared smoke backbone (a width-16 Conv-4), for tests",
-         "backbone_kwargs.width": "DEVIATION: see backbone"},
+        {},
     ),
 }

@@ -39,9 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsbench.backbones import create_backbone, feature_dim
-from fsbench.engine.prototypes import neg_sq_euclidean, prototypes
 from fsbench.episodes import derive_seed
 from fsbench.errors import ConfigError
+from fsbench.learners.prototypes import neg_sq_euclidean, prototypes
+from fsbench.learners.schedules import check_step_decay, step_decay
 from fsbench.method import Method, MethodContext, StepOutput
 
 OPTIMIZERS = ("sgd", "adam")
@@ -105,7 +106,8 @@ class TADAMHparams:
             raise ConfigError(f"hparams.clip_norm must be positive or null, got {self.clip_norm}")
         if not 0 <= self.aux_prob <= 1:
             raise ConfigError(f"hparams.aux_prob must be in [0, 1], got {self.aux_prob}")
-        for name in ("lr_decay_every", "film_l2", "weight_decay"):
+        check_step_decay(self)
+        for name in ("film_l2", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"hparams.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("aux_decay_every", "ten_layers"):
@@ -182,15 +184,14 @@ class TADAM(Method):
     """TADAM; the backbone is conditioned per task, so test episodes are embedded per episode."""
 
     frozen_at_test = False
+    hp: TADAMHparams
     #: The auxiliary task needs each training task's global class ids (``Episode.classes``): a
     #: core that honours this flag passes them to :meth:`meta_train_step` as ``classes``.
     needs_class_ids: ClassVar[bool] = True
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        hp: TADAMHparams = ctx.hparams
-        hp.check()
-        self.hp = hp
+        hp = self.hp
         self.backbone = ctx.precision.prepare(create_backbone(ctx.backbone, **ctx.backbone_kwargs))
         dim = feature_dim(self.backbone)
         layers = film_layers(self.backbone)
@@ -222,13 +223,8 @@ class TADAM(Method):
             *_decay_groups(list(self.backbone.parameters()), hp.weight_decay),
             {"params": list(self.aux_head.parameters()), "l2": 0.0},
         ])
-        if hp.lr_milestones:
-            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-                self.optimizer, milestones=list(hp.lr_milestones), gamma=hp.lr_decay)
-        else:
-            self.scheduler = torch.optim.lr_scheduler.StepLR(
-                self.optimizer, step_size=max(hp.lr_decay_every, 1),
-                gamma=hp.lr_decay if hp.lr_decay_every else 1.0)
+        self.scheduler = step_decay(self.optimizer, hp.lr_decay, hp.lr_decay_every,
+                                    milestones=hp.lr_milestones)
 
     def _make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
         """SGD or Adam over ``groups``; with ``decay_before_clip`` the decay is added to the

@@ -2,8 +2,9 @@
 
 One place decides, for a run's device, how features are computed: in pre-training, episodic
 training (MAML's functional inner loop and MTL's scale-shift convolutions included), the
-prototypes and evaluation. Methods receive the resolved :class:`Precision` in their
-:class:`~fsbench.method.MethodContext` and go through it:
+prototypes and evaluation. The runner resolves ``--precision`` once (:func:`resolve_precision`);
+everything below receives the resolved :class:`Precision` (methods in their
+:class:`~fsbench.method.MethodContext`, as ``ctx.precision``) and goes through it:
 
 * ``precision.autocast()`` around the backbone forward (bf16 autocast, or a disabled context);
 * ``precision.prepare(module)`` once on a conv backbone (channels_last weights);
@@ -19,11 +20,10 @@ Settings (``--precision`` / ``RunConfig.precision``):
   (oneDNN: AVX-512 BF16 / AMX); an error elsewhere (emulated bf16 is slower than fp32).
 * ``auto`` (the default): ``bf16`` where the device supports it natively, ``fp32`` elsewhere.
 
-Measured on a 2-core AMD EPYC with AVX-512 BF16 (one training step, batch 32 at 84x84,
-1 thread): Conv-4 40 img/s fp32, 66 fp32 + channels_last, 75 bf16, 148 bf16 + channels_last;
-channels_last is what makes bf16 pay on the CPU, so the two go together. channels_last alone in
-fp32 is also faster on that CPU but changes the convolution algorithm (results differ in the last
-bits), so ``fp32`` keeps the old contiguous layout on the CPU to stay the exact reference path.
+channels_last is what makes bf16 pay on the CPU, so the two go together (README, "Precision and
+CPU speed", has the measurements). channels_last alone in fp32 changes the convolution algorithm
+(results differ in the last bits), so ``fp32`` keeps the contiguous layout on the CPU to stay the
+exact reference path.
 
 Determinism: on the CPU, oneDNN's bf16 convolutions are deterministic for a fixed thread count, so
 a bf16 run reproduces itself exactly on the same machine, as an fp32 run does.
@@ -37,12 +37,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fsbench.config import PRECISIONS  # the values --precision accepts, declared with the option
 from fsbench.errors import ConfigError
 
 __all__ = ["PRECISIONS", "Precision", "cpu_supports_bf16", "resolve_precision"]
-
-#: The values ``--precision`` accepts.
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def cpu_supports_bf16() -> bool:
