@@ -141,7 +141,8 @@ PRESETS = {
     # had (1,200 episodes, lr halved every 400), trained with the test way (a 30-way episode
     # costs ~5x the images of a 5-way one).
     "quick": MethodPreset(
-        backbone="conv4", backbone_kwargs=_FLAT, hparams=ProtoNetHparams(lr_decay_every=400, pool_below_shot=2),
+        backbone="conv4", backbone_kwargs=_FLAT, hparams=ProtoNetHparams(lr_decay_every=400, pool_below_shot=2,
+                                                                metric="euclidean"),
         episodic=EpisodicConfig(iterations=1200, meta_batch=1, train_query=15,
                                 val_every=200, val_episodes=100),
         description="CPU budget: Snell et al.'s flattened Conv-4 (pooled in 1-shot), 1,200 episodes of the test way",
