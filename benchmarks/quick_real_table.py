@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from fsbench.stats import paired_difference
 
 BEGIN, END = "<!-- quick-real:begin -->", "<!-- quick-real:end -->"
 REFERENCE = "finetune"
+GRID = Path(__file__).resolve().parent / "quick_real.toml"
 
 
 def _cell(run) -> str:
@@ -43,12 +45,20 @@ def _seconds(run) -> str:
     return f"{train:,.0f} / {run.eval_seconds:,.0f}"
 
 
-def table(root: Path) -> str:
+def sweep_grid() -> dict:
+    """The sweep's grid (``benchmarks/quick_real.toml``): its methods and shots."""
+    return tomllib.loads(GRID.read_text())
+
+
+def table(root: Path, expected: list[str] | None = None, shots: list[int] | None = None) -> str:
+    """The markdown table of the runs under ``root``; ``expected`` methods (and ``shots``) without
+    a run still get their row, marked ``not run``, and are listed under the table."""
     df = load_runs(root)
     df = df[df["seed"] == 0]  # other training seeds may share the folder (seed-level comparisons)
-    shots = sorted(set(df["shot"]))
+    shots = sorted(set(df["shot"]) | set(shots or []))
     by_key = {(r.method, r.shot): r for r in df.sort_values("created").itertuples()}
-    methods = sorted(set(df["method"]), key=method_sort_key)
+    methods = sorted(set(df["method"]) | set(expected or []), key=method_sort_key)
+    missing = [f"{m} {shot}-shot" for m in methods for shot in shots if (m, shot) not in by_key]
     head = ["method"]
     for shot in shots:
         head += [f"{shot}-shot", f"vs {REFERENCE}", "train / eval s"]
@@ -57,7 +67,7 @@ def table(root: Path) -> str:
         row = [method]
         for shot in shots:
             run, ref = by_key.get((method, shot)), by_key.get((REFERENCE, shot))
-            row += [_cell(run), _paired(run, ref), _seconds(run)] if run else ["–", "", ""]
+            row += [_cell(run), _paired(run, ref), _seconds(run)] if run else ["not run", "", ""]
         lines.append("| " + " | ".join(row) + " |")
     configs = [json.loads((Path(d) / "config.json").read_text()) for d in df["run_dir"]]
     commits = sorted({(c.get("git_commit") or "unknown")[:10] for c in configs})
@@ -68,6 +78,8 @@ def table(root: Path) -> str:
                   f"wall seconds, pre-training included where a run did it (a run that found its "
                   f"backbone cached shows 0). Generated {max(df['created'])[:10]} from commit(s) "
                   f"{', '.join(commits)} on {', '.join(devices)}, precision {', '.join(precisions)}."]
+    if missing:
+        lines += ["", f"Not run in this sweep (out of this release's CPU time): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -85,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", type=Path, help="the sweep's output folder")
     p.add_argument("--readme", type=Path, help="replace the quick-real block of this file")
     args = p.parse_args(argv)
-    text = table(args.runs)
+    grid = sweep_grid()
+    text = table(args.runs, expected=list(grid["method"]), shots=list(grid["shot"]))
     if args.readme:
         replace_block(args.readme, text)
         print(f"wrote the table into {args.readme}")

@@ -52,8 +52,17 @@ def test_table_pairs_each_method_with_finetune_on_the_same_episodes(tmp_path):
     mtl = next(line for line in text.splitlines() if line.startswith("| mtl "))
     assert "**+" in mtl  # a significant paired gain over finetune, marked
     protonet = next(line for line in text.splitlines() if line.startswith("| protonet "))
-    assert protonet.split("|")[2].strip() == "–"  # no 1-shot run
+    assert protonet.split("|")[2].strip() == "not run"  # no 1-shot run
     assert "Generated 2026-12-02" in text
+
+
+def test_table_lists_the_methods_the_sweep_did_not_run(tmp_path):
+    common = {"dataset": "miniimagenet", "eval_split": "val", "episode_bank": "bank"}
+    make_run(tmp_path, "finetune", [0.5, 0.6, 0.4], shot=1, created="2026-12-01T00:00:00", **common)
+    text = _table_module().table(tmp_path, expected=["finetune", "maml"], shots=[1, 5])
+    maml = next(line for line in text.splitlines() if line.startswith("| maml "))
+    assert [c.strip() for c in maml.split("|")[2:-1:3]] == ["not run", "not run"]
+    assert "Not run in this sweep" in text and "maml 1-shot" in text and "finetune 5-shot" in text
 
 
 def test_replace_block_rewrites_only_the_block(tmp_path):
