@@ -35,14 +35,14 @@ CI_DATASET = "synthetic_easy"
 
 REAL_DATASET = "miniimagenet"
 REAL_SHOT = 5
-REAL_EPISODES = 100
+REAL_EPISODES = 50
 
 #: The real suite's budget on top of each method's ``quick`` preset: section -> setting -> value.
 #: ``episodic.tasks`` is not a setting: it is the number of training tasks, turned into
 #: ``episodic.iterations = tasks // meta_batch`` for each method (at least one meta-batch).
 REAL_BUDGET: dict[str, dict[str, Any]] = {
-    "pretrain": {"epochs": 2, "images_per_epoch": 4800, "val_episodes": 50},
-    "episodic": {"tasks": 160, "val_episodes": 50},
+    "pretrain": {"epochs": 4, "images_per_epoch": 3840, "val_episodes": 20},
+    "episodic": {"tasks": 32, "val_episodes": 10},
 }
 
 
