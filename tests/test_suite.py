@@ -22,6 +22,7 @@ from fsbench.suite import (
     REAL_BUDGET,
     REAL_EPISODES,
     REAL_SHOT,
+    REAL_TASKS,
     SUITES,
     ci_configs,
     real_budget,
@@ -49,11 +50,12 @@ def test_real_suite_cuts_every_quick_preset_to_its_budget(tmp_path):
         preset = registry.methods[cfg.method].presets["quick"]
         assert (cfg.device, cfg.precision, cfg.preset, cfg.eval_split) == ("cpu", "fp32", "quick", "val")
         assert (cfg.shot, cfg.episodes) == (REAL_SHOT, REAL_EPISODES)
-        assert cfg.overrides == real_budget(preset)
+        assert cfg.overrides == real_budget(preset, cfg.method)
         if preset.episodic is not None:
             episodic = cfg.overrides["episodic"]
             tasks = episodic["iterations"] * preset.episodic.meta_batch
-            assert tasks <= max(preset.episodic.meta_batch, REAL_BUDGET["episodic"]["tasks"])
+            budget = REAL_TASKS.get(cfg.method, REAL_BUDGET["episodic"]["tasks"])
+            assert tasks <= max(preset.episodic.meta_batch, budget)
             assert episodic["val_every"] == episodic["iterations"]
         assert ("pretrain" in cfg.overrides) == (preset.pretrain is not None)
     # One pre-training budget for all: the methods that pre-train the same way share the backbone.
