@@ -7,7 +7,8 @@ task every method learns within seconds, so a broken method falls visibly to cha
 ``real``: every installed method with a ``quick`` preset on real miniImageNet (``--data-root``:
 train for training, val for the test episodes), 5-way 5-shot, 15 queries, :data:`REAL_EPISODES`
 val episodes, seed 0, with the training budgets of :data:`REAL_BUDGET` applied on top of the
-``quick`` preset (every method's, in one place: a third-party method gets them too), so that the
+``quick`` preset (every method's, in one place: a third-party method gets them too; the few
+methods that need another number of training tasks are in :data:`REAL_TASKS`, with the reason), so that the
 whole suite runs in about 20 minutes on 2 CPU cores and every method still learns well above
 chance. The pre-training overrides are the same for every method, so finetune, MTL, MTL+HT and the
 others that start from the standard pre-trained backbone share one cache entry. Its reference
