@@ -8,7 +8,7 @@ task every method learns within seconds, so a broken method falls visibly to cha
 train for training, val for the test episodes), 5-way 5-shot, 15 queries, :data:`REAL_EPISODES`
 val episodes, seed 0, with the training budgets of :data:`REAL_BUDGET` applied on top of the
 ``quick`` preset (every method's, in one place: a third-party method gets them too; the few
-methods that need another number of training tasks are in :data:`REAL_TASKS`, with the reason), so that the
+methods that train another number of tasks are in :data:`REAL_TASKS`, with the reason), so that the
 whole suite runs in about 20 minutes on 2 CPU cores and every method still learns well above
 chance. The pre-training overrides are the same for every method, so finetune, MTL, MTL+HT and the
 others that start from the standard pre-trained backbone share one cache entry. Its reference
@@ -46,7 +46,8 @@ REAL_BUDGET: dict[str, dict[str, Any]] = {
     "episodic": {"tasks": 32, "val_episodes": 10},
 }
 
-#: Methods that get more training tasks than ``REAL_BUDGET["episodic"]["tasks"]``, and why. ProtoNets'
+#: Methods that train another number of tasks than ``REAL_BUDGET["episodic"]["tasks"]``, and why.
+#: ProtoNets'
 #: lost ten points (issue 22) show only after about a hundred episodes: at 32 tasks the previous and
 #: the current preset score alike (both near a random Conv-4's nearest-centroid accuracy), at 200
 #: they part (validation 39.3% against 42.9%). ProtoNets is cheap (about 0.8 s a 5-shot task).
