@@ -76,7 +76,7 @@ def ci_configs(output: Path, cache_dir: Path | None = None, data_root: Path | No
     return [replace(base, method=name) for name in names]
 
 
-def real_budget(preset, method: str = "") -> dict[str, dict[str, Any]]:
+def real_budget(preset, method: str) -> dict[str, dict[str, Any]]:
     """The overrides :data:`REAL_BUDGET` (and :data:`REAL_TASKS`) give ``method``'s ``quick`` preset."""
     overrides: dict[str, dict[str, Any]] = {}
     if preset.pretrain is not None:
