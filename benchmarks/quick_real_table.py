@@ -45,6 +45,21 @@ def _seconds(run) -> str:
     return f"{train:,.0f} / {run.eval_seconds:,.0f}"
 
 
+def shared_pretraining(df) -> list[str]:
+    """One phrase per backbone that runs read from the cache (``pretrain_seconds`` 0, yet a
+    pre-training history): its head, epochs, seconds and the methods that share it. The sweep
+    pre-trains each such backbone once, as a job of its own, so no run's time includes it."""
+    found: dict[tuple, tuple[float, set[str]]] = {}
+    for run in df.itertuples():
+        pre = [h for h in run.history or [] if h.get("phase") == "pretrain"]
+        if run.pretrain_seconds or not pre:
+            continue
+        key = ((run.settings or {}).get("pretrain.head", "linear"), len(pre), float(pre[-1]["seconds"]))
+        found.setdefault(key, (key[2], set()))[1].add(run.method)
+    return [f"{head} head, {epochs} epochs, {seconds:,.0f} s ({', '.join(sorted(methods))})"
+            for (head, epochs, _), (seconds, methods) in sorted(found.items())]
+
+
 def sweep_grid() -> dict:
     """The sweep's grid (``benchmarks/quick_real.toml``): its methods and shots."""
     return tomllib.loads(GRID.read_text())
@@ -78,6 +93,10 @@ def table(root: Path, expected: list[str] | None = None, shots: list[int] | None
                   f"wall seconds, pre-training included where a run did it (a run that found its "
                   f"backbone cached shows 0). Generated {max(df['created'])[:10]} from commit(s) "
                   f"{', '.join(commits)} on {', '.join(devices)}, precision {', '.join(precisions)}."]
+    shared = shared_pretraining(df)
+    if shared:
+        lines += ["", f"Pre-trained once by the sweep and read from the cache, so outside the times "
+                      f"above: {'; '.join(shared)}."]
     if missing:
         lines += ["", f"Not run in this sweep (out of this release's CPU time): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"

@@ -71,3 +71,21 @@ def test_replace_block_rewrites_only_the_block(tmp_path):
     readme.write_text(f"before\n{module.BEGIN}\nold\n{module.END}\nafter\n")
     module.replace_block(readme, "new\n")
     assert readme.read_text() == f"before\n{module.BEGIN}\nnew\n{module.END}\nafter\n"
+
+
+def test_table_names_the_shared_pretraining_that_no_run_timed(tmp_path):
+    common = {"dataset": "miniimagenet", "eval_split": "val", "episode_bank": "bank", "shot": 1}
+    pre = [{"phase": "pretrain", "step": k, "val_accuracy": 30.0, "seconds": 100.0 * k} for k in (1, 2)]
+    linear = {"pretrain.head": "linear"}
+    make_run(tmp_path, "finetune", [0.5, 0.6], history=pre, settings=linear, **common)
+    make_run(tmp_path, "mtl", [0.5, 0.6], history=pre, settings=linear, **common)
+    make_run(tmp_path, "baselinepp", [0.5, 0.6], settings={"pretrain.head": "cosine"},
+             history=[{**h, "seconds": 1000.0 + h["seconds"]} for h in pre], **common)
+    # a run that pre-trained itself has the time in its own cell, so it is not listed again
+    make_run(tmp_path, "rfs", [0.5, 0.6], history=pre, settings=linear, pretrain_seconds=200.0, **common)
+    make_run(tmp_path, "protonet", [0.5, 0.6], **common)  # no pre-training at all
+    text = _table_module().table(tmp_path)
+    line = next(line for line in text.splitlines() if line.startswith("Pre-trained once"))
+    assert "cosine head, 2 epochs, 1,200 s (baselinepp)" in line
+    assert "linear head, 2 epochs, 200 s (finetune, mtl)" in line
+    assert "rfs" not in line and "protonet" not in line
