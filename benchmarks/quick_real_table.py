@@ -49,15 +49,15 @@ def shared_pretraining(df) -> list[str]:
     """One phrase per backbone that runs read from the cache (``pretrain_seconds`` 0, yet a
     pre-training history): its head, epochs, seconds and the methods that share it. The sweep
     pre-trains each such backbone once, as a job of its own, so no run's time includes it."""
-    found: dict[tuple, tuple[float, set[str]]] = {}
+    found: dict[tuple[str, int, float], set[str]] = {}
     for run in df.itertuples():
         pre = [h for h in run.history or [] if h.get("phase") == "pretrain"]
         if run.pretrain_seconds or not pre:
             continue
         key = ((run.settings or {}).get("pretrain.head", "linear"), len(pre), float(pre[-1]["seconds"]))
-        found.setdefault(key, (key[2], set()))[1].add(run.method)
+        found.setdefault(key, set()).add(run.method)
     return [f"{head} head, {epochs} epochs, {seconds:,.0f} s ({', '.join(sorted(methods))})"
-            for (head, epochs, _), (seconds, methods) in sorted(found.items())]
+            for (head, epochs, seconds), methods in sorted(found.items())]
 
 
 def sweep_grid() -> dict:
@@ -90,8 +90,8 @@ def table(root: Path, expected: list[str] | None = None, shots: list[int] | None
     precisions = sorted(set(df["precision"])) if "precision" in df else []
     lines += ["", f"5-way, 15 queries, 600 val-split episodes, training seed 0, `quick` presets "
                   f"(`benchmarks/quick_real.toml`); bold: the paired 95% CI excludes 0; times are "
-                  f"wall seconds, pre-training included where a run did it (a run that found its "
-                  f"backbone cached shows 0). Generated {max(df['created'])[:10]} from commit(s) "
+                  f"wall seconds, pre-training included where a run did it (a backbone read from the cache "
+                  f"counts 0; see below). Generated {max(df['created'])[:10]} from commit(s) "
                   f"{', '.join(commits)} on {', '.join(devices)}, precision {', '.join(precisions)}."]
     shared = shared_pretraining(df)
     if shared:
