@@ -199,3 +199,52 @@ def test_protonet_quick_pools_in_one_shot_and_flattens_above(preset, shot, dim):
                         shot=shot, precision=resolve_precision("fp32", "cpu"))
     with torch.no_grad():
         assert ProtoNet(ctx).eval().embed(torch.randn(2, 3, 84, 84)).shape == (2, dim)
+
+
+# -- the 2x2 max-pooling's no-grad CPU path -----------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("size", [(84, 84), (21, 21), (5, 7), (2, 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_maxpool2x2_without_grad_is_max_pool2d_bit_for_bit(dtype, size, channels_last):
+    from fsbench.backbones.base import MaxPool2x2
+
+    x = torch.randn(3, 4, *size).to(dtype)
+    x[0, 0, 0, 0] = float("nan")
+    x[1, 1, :2, :2] = float("-inf")
+    x[2, 2] = 0.0  # ties
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = MaxPool2x2()(x)
+    expected = torch.nn.functional.max_pool2d(x, 2)
+    assert out.shape == expected.shape and out.dtype == dtype
+    assert torch.equal(out.nan_to_num(), expected.nan_to_num())
+    assert torch.equal(out.isnan(), expected.isnan()) and bool(out.isnan().any())
+
+
+def test_maxpool2x2_with_grad_keeps_max_pool2d_subgradient():
+    from fsbench.backbones.base import MaxPool2x2
+
+    x = torch.zeros(1, 1, 4, 4, requires_grad=True)  # all ties: max_pool2d sends each window's grad to its first
+    MaxPool2x2()(x).sum().backward()
+    y = x.detach().clone().requires_grad_()
+    torch.nn.functional.max_pool2d(y, 2).sum().backward()
+    assert torch.equal(x.grad, y.grad) and x.grad.sum() == 4
+
+
+def test_maxpool2x2_rejects_a_map_below_its_window_without_grad_too():
+    from fsbench.backbones.base import MaxPool2x2
+
+    with torch.no_grad(), pytest.raises(RuntimeError):
+        MaxPool2x2()(torch.randn(1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("name", ["conv4", "resnet12"])
+def test_no_grad_features_equal_grad_mode_features(name):
+    """Evaluation (no grad) and training-mode graphs compute the same features, bit for bit."""
+    model = create_backbone(name, **SMALL[name]).eval()
+    x = torch.randn(2, 3, 84, 84)
+    with torch.no_grad():
+        fast = model(x)
+    assert torch.equal(fast, model(x).detach())

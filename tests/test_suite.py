@@ -21,6 +21,7 @@ from fsbench.stats import paired_difference
 from fsbench.suite import (
     REAL_BUDGET,
     REAL_EPISODES,
+    REAL_HPARAMS,
     REAL_SHOT,
     REAL_TASKS,
     SUITES,
@@ -61,6 +62,10 @@ def test_real_suite_cuts_every_quick_preset_to_its_budget(tmp_path):
             assert episodic["val_every"] == episodic["iterations"]
             assert episodic["val_episodes"] == REAL_BUDGET["episodic"]["val_episodes"]
         assert ("pretrain" in cfg.overrides) == (preset.pretrain is not None)
+        # a changed hyperparameter is one the method has (a misspelt name would fail the run)
+        assert cfg.overrides.get("hparams") == REAL_HPARAMS.get(cfg.method)
+        assert all(hasattr(preset.hparams, key) for key in cfg.overrides.get("hparams", {}))
+    assert set(REAL_HPARAMS) <= {c.method for c in configs}
     # One pre-training budget for all: the methods that pre-train the same way share the backbone.
     assert len({json.dumps(c.overrides.get("pretrain"), sort_keys=True) for c in configs}) <= 2
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 
-from .base import FewShotBackbone, build_fewshot, fewshot_cfg, init_conv_bn
+from .base import FewShotBackbone, MaxPool2x2, build_fewshot, fewshot_cfg, init_conv_bn
 
 __all__ = ["ConvBlock", "Conv4"]
 
@@ -49,7 +49,7 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(out_chs)
         self.act = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = MaxPool2x2()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.pool(self.bn(self.conv(x))))

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 
-from .base import FewShotBackbone, build_fewshot, fewshot_cfg
+from .base import FewShotBackbone, MaxPool2x2, build_fewshot, fewshot_cfg
 
 __all__ = ["ResNet12Block", "ResNet12"]
 
@@ -49,7 +49,7 @@ class ResNet12Block(nn.Module):
             nn.BatchNorm2d(out_chs),
         )
         self.act3 = nn.LeakyReLU(_LEAK)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = MaxPool2x2()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.downsample(x)
