@@ -3,7 +3,9 @@
 Alternating in one process (``--repeats`` rounds, the median of each), fp32, with the allocator
 setting every run has: the first-block map of a 5-way 5-shot episode (100 x 64 x 84 x 84), and a
 whole Conv-4 forward of its 100 images (what an evaluation or a probe does per episode), each
-with the stock pooling and with fsbench's. The two outputs are checked equal first.
+with the stock pooling and with fsbench's; and TADAM's FiLM on that map (a per-image scale and
+shift) as a multiply then an add against one fused ``addcmul``. The outputs of each pair are
+checked equal first (FiLM's to within rounding: the fused form rounds once).
 
     python benchmarks/pool_speed.py --threads 2 --repeats 5
 """
@@ -51,19 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     fast_model = create_backbone("conv4").eval()
     fast_model.load_state_dict(stock_model.state_dict())
     _swap_pools(stock_model, lambda: nn.MaxPool2d(2))
+    gamma, beta = torch.rand(100, 64, 1, 1), torch.rand(100, 64, 1, 1)
     cases = {
         "pool 100x64x84x84": (lambda: nn.functional.max_pool2d(fmap, 2), lambda: MaxPool2x2()(fmap)),
         "Conv-4 forward, 100 images": (lambda: stock_model(images), lambda: fast_model(images)),
+        "FiLM on 100x64x84x84": (lambda: fmap * gamma + beta, lambda: torch.addcmul(beta, fmap, gamma)),
     }
     with torch.no_grad():
         for name, (stock, fast) in cases.items():
-            if not torch.equal(stock(), fast()):
-                raise SystemExit(f"{name}: the two poolings disagree")
+            a, b = stock(), fast()
+            same = torch.allclose(a, b, rtol=1e-6, atol=1e-6) if name.startswith("FiLM") else torch.equal(a, b)
+            if not same:
+                raise SystemExit(f"{name}: the two forms disagree")
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
         for _ in range(args.repeats):
             for name, (stock, fast) in cases.items():
                 times[name].append((_seconds(stock, args.calls), _seconds(fast, args.calls)))
-    print(f"{'no grad, fp32':<28} {'nn.MaxPool2d':>13} {'MaxPool2x2':>11} {'speed-up':>9}")
+    print(f"{'no grad, fp32':<28} {'stock':>13} {'fsbench':>11} {'speed-up':>9}")
     for name, pairs in times.items():
         stock = statistics.median(s for s, _ in pairs)
         fast = statistics.median(f for _, f in pairs)

@@ -8,12 +8,12 @@ task every method learns within seconds, so a broken method falls visibly to cha
 train for training, val for the test episodes), 5-way 5-shot, 15 queries, :data:`REAL_EPISODES`
 val episodes, seed 0, with the training budgets of :data:`REAL_BUDGET` applied on top of the
 ``quick`` preset (every method's, in one place: a third-party method gets them too; the few
-methods that train another number of tasks are in :data:`REAL_TASKS`, with the reason), so that the
-whole suite aims at 20 minutes on 2 CPU cores (one cold run measured 21-23 min, issue 22:
-over the target, to be cut) and every method still learns well above
-chance. The pre-training overrides are the same for every method, so finetune, MTL, MTL+HT and the
-others that start from the standard pre-trained backbone share one cache entry. Its reference
-lives in ``reference/real/``.
+methods that train another number of tasks are in :data:`REAL_TASKS`, the hyperparameters the
+suite changes in :data:`REAL_HPARAMS`, each with the reason), so that the whole suite runs within
+20 minutes on 2 CPU cores (one cold run, decoding and both pre-trainings included: 1,024 s) and
+every method still learns well above chance. The pre-training overrides are the same for every
+method, so finetune, MTL, MTL+HT and the others that start from the standard pre-trained
+backbone share one cache entry. Its reference lives in ``reference/real/``.
 
 Both suites pin the device (CPU) and the precision (fp32): fp32 is the path every CPU computes
 the same way, so the references reproduce on a machine without native bf16 as on one with it.
@@ -51,8 +51,7 @@ REAL_BUDGET: dict[str, dict[str, Any]] = {
 #: ProtoNets' lost ten points (issue 22) show only after about a hundred episodes: at 32 tasks the
 #: previous and the current preset score alike (both near a random Conv-4's nearest-centroid accuracy), at 200
 #: they part (validation 39.3% against 42.9%). ProtoNets is cheap (about 0.8 s a 5-shot task).
-#: MAML's second-order 5-shot tasks are the dearest (about 2 s each, and its test-time adaptation
-#: as much again): 16 tasks each (one cold run of the suite measured 21-23 min).
+#: MAML's second-order 5-shot tasks are the dearest (about 2.5 s each): 16 tasks each.
 REAL_TASKS: dict[str, int] = {"protonet": 200, "maml": 16, "maml_ht": 16}
 
 #: Methods whose ``quick`` hyperparameters the real suite changes too, and why. MAML adapts 10
@@ -127,7 +126,7 @@ def real_configs(output: Path, cache_dir: Path | None, data_root: Path | None) -
 SUITES: dict[str, SuiteSpec] = {
     "ci": SuiteSpec("ci", "every method's smoke preset on synthetic data (about a minute)", ci_configs),
     "real": SuiteSpec("real", "every method's quick preset, cut to a CI budget, on real miniImageNet "
-                              "val (about 21-23 minutes cold on 2 cores; needs --data-root)", real_configs,
+                              "val (about 17 minutes cold on 2 cores; needs --data-root)", real_configs,
                       needs_data_root=True),
 }
 
