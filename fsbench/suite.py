@@ -50,7 +50,7 @@ REAL_BUDGET: dict[str, dict[str, Any]] = {
 #: Methods that train another number of tasks than ``REAL_BUDGET["episodic"]["tasks"]``, and why.
 #: ProtoNets' lost ten points (issue 22) show only after about a hundred episodes: at 32 tasks the
 #: previous and the current preset score alike (both near a random Conv-4's nearest-centroid accuracy), at 200
-#: they part (validation 39.3% against 42.9%). ProtoNets is cheap (about 0.8 s a 5-shot task).
+#: they part (validation 39.3% against 42.9%). ProtoNets is cheap (about 0.9 s a 5-shot task).
 #: MAML's second-order 5-shot tasks are the dearest (about 2.5 s each): 16 tasks each.
 REAL_TASKS: dict[str, int] = {"protonet": 200, "maml": 16, "maml_ht": 16}
 
