@@ -14,21 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from precision_speed import timed  # benchmarks/ is on the path when this script runs
 from torch import nn
 
 from fsbench.backbones import create_backbone
 from fsbench.backbones.base import MaxPool2x2
 from fsbench.engine.allocator import keep_freed_memory
-
-
-def _seconds(fn, calls: int) -> float:
-    began = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - began) / calls
 
 
 def _swap_pools(model: nn.Module, make) -> None:
@@ -68,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
         for _ in range(args.repeats):
             for name, (stock, fast) in cases.items():
-                times[name].append((_seconds(stock, args.calls), _seconds(fast, args.calls)))
+                times[name].append((timed(stock, args.calls), timed(fast, args.calls)))
     print(f"{'no grad, fp32':<28} {'stock':>13} {'fsbench':>11} {'speed-up':>9}")
     for name, pairs in times.items():
         stock = statistics.median(s for s, _ in pairs)
